@@ -1,0 +1,1 @@
+"""The `digits` command line: train, evaluate, predict, serve."""

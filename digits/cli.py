@@ -1,0 +1,196 @@
+"""digits: train, evaluate, predict and serve the handwritten-digit network.
+
+digits train --preset default --out weights/default.npz
+digits evaluate weights/default.npz
+digits predict some.png
+digits serve --port 8000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from model.config import PRESETS, TrainConfig, preset
+from model.data import DataError, load_mnist
+from model.metrics import evaluate
+from model.weights import WeightsError
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field, so any hyperparameter can be overridden."""
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("hyperparameter overrides (default: the preset's)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        if f.name == "layers":
+            group.add_argument(flag, type=int, nargs="+", metavar="N", help="e.g. 784 512 256 10")
+        elif hint in (int, int | None):
+            group.add_argument(flag, type=int)
+        elif hint is float:
+            group.add_argument(flag, type=float)
+        else:
+            group.add_argument(flag, type=str)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from model.pipeline import train_and_evaluate
+    from model.weights import save
+
+    try:
+        config = preset(args.preset, **_overrides(args))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"weights/{args.preset}.npz")
+    print(f"training preset {args.preset!r}: {json.dumps(config.as_dict())}", file=sys.stderr)
+    bar = None
+    last_step = 0
+
+    def on_progress(p) -> None:
+        nonlocal bar, last_step
+        if bar is None:
+            bar = tqdm(total=p.total_steps, unit="step", disable=args.quiet, file=sys.stderr)
+        bar.update(p.step - last_step)
+        last_step = p.step
+        postfix = {"epoch": f"{p.epoch}/{p.epochs}", "loss": f"{p.loss:.4f}", "acc": f"{p.train_acc:.3f}"}
+        if p.val_acc is not None:
+            postfix["val"] = f"{p.val_acc:.4f}"
+        bar.set_postfix(postfix, refresh=False)
+
+    try:
+        trained = train_and_evaluate(config, args.data_dir, on_progress=on_progress)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    trained.metadata["preset"] = args.preset
+    save(out, trained.network, trained.metadata)
+    t = trained.metadata["training"]
+    print(
+        f"test accuracy {trained.metadata['test']['accuracy']:.4f} "
+        f"(validation {t['val_accuracy']}), {t['seconds']:.1f} s; wrote {out}"
+    )
+    return 0
+
+
+def _print_evaluation(ev) -> None:
+    print(f"accuracy {ev.accuracy:.4f} on {ev.n} test images")
+    print("per class: " + "  ".join(f"{d}:{a:.4f}" for d, a in enumerate(ev.per_class)))
+    print("confusion matrix (rows: true digit, columns: predicted)")
+    print("      " + " ".join(f"{d:>5}" for d in range(10)))
+    for d, row in enumerate(ev.confusion):
+        print(f"{d:>5} " + " ".join(f"{c:>5}" for c in row))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.weights import load
+
+    try:
+        net, _meta = load(args.weights)
+        data = load_mnist(args.data_dir)
+    except (WeightsError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    ev = evaluate(net, data.test)
+    if args.json:
+        print(json.dumps(ev.as_dict()))
+    else:
+        _print_evaluation(ev)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from model.images import ImageError, normalise_bytes
+    from model.weights import load
+
+    try:
+        net, _meta = load(args.weights)
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    status = 0
+    for path in args.images:
+        try:
+            x = normalise_bytes(Path(path).read_bytes())  # (28, 28) float32 in [0, 1]
+        except (OSError, ImageError) as e:
+            print(f"{path}: error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        probs = net.predict_proba(x.reshape(1, -1))[0]
+        digit = int(np.argmax(probs))
+        result = {
+            "file": path,
+            "digit": digit,
+            "confidence": round(float(probs[digit]), 6),
+            "probabilities": [round(float(p), 6) for p in probs],
+        }
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{path}: {digit} ({probs[digit]:.1%})")
+            print("  " + "  ".join(f"{d}:{p:.3f}" for d, p in enumerate(probs)))
+    return status
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digits", description="Handwritten-digit recognizer in NumPy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a preset and write a weights file")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--out", help="weights file to write (default: weights/PRESET.npz)")
+    p.add_argument("--data-dir", help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on MNIST test")
+    p.add_argument("weights", nargs="?", default="weights/default.npz")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, WebP, BMP, GIF)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--weights", default="weights/default.npz")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="start the web app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

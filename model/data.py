@@ -1,0 +1,212 @@
+"""MNIST on disk: IDX and Kaggle-style CSV loaders, checksums, splits and shift augmentation."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "data" / "mnist"
+DATA_DIR_ENV = "DIGITS_DATA_DIR"
+
+# MD5 of each file's uncompressed content, as published with the original files.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
+SIDE = 28
+N_PIXELS = SIDE * SIDE
+
+
+class DataError(ValueError):
+    """A data file is missing, damaged or not what it claims to be."""
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The MNIST folder: the argument, else $DIGITS_DATA_DIR, else the repository's data/mnist."""
+    return Path(path or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: damaged gzip stream ({e})") from None
+    return raw
+
+
+def _expected_md5(path: Path) -> str | None:
+    name = path.name.removesuffix(".gz")
+    return MNIST_MD5.get(name)
+
+
+def read_idx(path: str | os.PathLike, *, verify: bool = True) -> np.ndarray:
+    """Read an IDX file (gzipped or raw) of unsigned bytes: images (n, 28, 28) or labels (n,).
+
+    With `verify`, a file named like one of MNIST's four must match its published MD5.
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    expected = _expected_md5(path) if verify else None
+    if expected is not None:
+        actual = hashlib.md5(raw).hexdigest()
+        if actual != expected:
+            raise DataError(f"{path}: checksum mismatch (MD5 of content {actual}, expected {expected})")
+    if len(raw) < 8:
+        raise DataError(f"{path}: truncated: {len(raw)} bytes is shorter than an IDX header")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic not in (IMAGE_MAGIC, LABEL_MAGIC):
+        raise DataError(
+            f"{path}: bad magic number 0x{magic:08x} (expected 0x{IMAGE_MAGIC:08x} for images "
+            f"or 0x{LABEL_MAGIC:08x} for labels)"
+        )
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if magic == IMAGE_MAGIC and dims[1:] != (SIDE, SIDE):
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected {SIDE}x{SIDE}")
+    expected_len = header + int(np.prod(dims))
+    if len(raw) < expected_len:
+        raise DataError(f"{path}: truncated: {len(raw)} bytes, the header promises {expected_len}")
+    if len(raw) > expected_len:
+        raise DataError(f"{path}: {len(raw) - expected_len} unexpected bytes after the data")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images as uint8 (n, 784), 0 = background, 255 = ink; labels uint8 (n,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 2 or self.x.shape[1] != N_PIXELS:
+            raise DataError(f"images must be (n, {N_PIXELS}), got {self.x.shape}")
+        if len(self.x) != len(self.y):
+            raise DataError(f"{len(self.x)} images but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def slice(self, start: int, stop: int) -> Dataset:
+        return Dataset(self.x[start:stop], self.y[start:stop])
+
+
+@dataclass(frozen=True)
+class Mnist:
+    train: Dataset
+    test: Dataset
+    checksum: str  # MD5 over the four files' contents, recorded in weights metadata
+
+
+def _pair(folder: Path, prefix: str) -> tuple[Dataset, list[str]]:
+    images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{folder}: {prefix} images and labels are swapped or malformed")
+    if labels.max(initial=0) > 9:
+        raise DataError(f"{folder}: {prefix} labels outside 0-9")
+    return Dataset(images.reshape(len(images), N_PIXELS), labels), [
+        MNIST_MD5[f"{prefix}-images-idx3-ubyte"],
+        MNIST_MD5[f"{prefix}-labels-idx1-ubyte"],
+    ]
+
+
+def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
+    folder = data_dir(path)
+    train, sums_train = _pair(folder, "train")
+    test, sums_test = _pair(folder, "t10k")
+    checksum = hashlib.md5("".join(sums_train + sums_test).encode()).hexdigest()
+    return Mnist(train, test, checksum)
+
+
+def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the Kaggle-style CSV: a header, then `label,pixel0,...,pixel783` rows (0-255).
+
+    A file without the label column (Kaggle's test.csv) gives labels None.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    header, _, body = text.partition("\n")
+    columns = [c.strip() for c in header.split(",")]
+    has_labels = columns[:1] == ["label"]
+    n_cols = N_PIXELS + has_labels
+    if len(columns) != n_cols or columns[has_labels:] != [f"pixel{i}" for i in range(N_PIXELS)]:
+        raise DataError(f"{path}: header must be 'label,pixel0,...,pixel783' or 'pixel0,...,pixel783'")
+    if not body.strip():
+        raise DataError(f"{path}: no rows")
+    try:
+        table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError as e:
+        raise DataError(f"{path}: unreadable row ({e})") from None
+    if table.shape[1] != n_cols:
+        raise DataError(f"{path}: rows have {table.shape[1]} values, expected {n_cols}")
+    pixels = table[:, has_labels:]
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path}: pixel values must be within 0-255")
+    labels = None
+    if has_labels:
+        labels = table[:, 0]
+        if labels.min() < 0 or labels.max() > 9:
+            raise DataError(f"{path}: labels must be within 0-9")
+        labels = labels.astype(np.uint8)
+    return pixels.astype(np.uint8), labels
+
+
+def split(train: Dataset, train_size: int | None, val_size: int) -> tuple[Dataset, Dataset]:
+    """Carve a validation set from the training set: the first train_size images train, the
+    next val_size validate (the test set stays untouched for final evaluation)."""
+    n = len(train)
+    train_size = n - val_size if train_size is None else train_size
+    if train_size < 1 or val_size < 0 or train_size + val_size > n:
+        raise DataError(f"cannot split {n} images into {train_size} training + {val_size} validation")
+    return train.slice(0, train_size), train.slice(train_size, train_size + val_size)
+
+
+def to_float(x: np.ndarray, dtype: type = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+    """The network's input normalisation: pixel / 255, so 0 = background and 1 = full ink."""
+    return np.multiply(x, np.asarray(1 / 255, dtype), out=out, dtype=dtype, casting="unsafe")
+
+
+class ShiftAugmenter:
+    """Random translations of up to +-max_shift pixels, gathered per batch from a padded copy.
+
+    Every (dy, dx) window of the zero-padded images is a strided view, so a shifted batch is one
+    fancy-indexing gather: almost free next to the matrix products.
+    """
+
+    def __init__(self, x: np.ndarray, max_shift: int) -> None:
+        s = max_shift
+        images = x.reshape(-1, SIDE, SIDE)
+        padded = np.zeros((len(images), SIDE + 2 * s, SIDE + 2 * s), np.uint8)
+        padded[:, s : s + SIDE, s : s + SIDE] = images
+        self._padded = padded
+        # (n, 2s+1, 2s+1, 28, 28) view: window [i, dy, dx] is image i moved by (s - dy, s - dx)
+        self._windows = np.lib.stride_tricks.sliding_window_view(padded, (SIDE, SIDE), axis=(1, 2))
+        self.max_shift = s
+
+    def batch(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        k = 2 * self.max_shift + 1
+        dy = rng.integers(0, k, len(idx))
+        dx = rng.integers(0, k, len(idx))
+        return self._windows[idx, dy, dx].reshape(len(idx), N_PIXELS)  # (batch, 784) uint8

@@ -1,0 +1,140 @@
+"""From an image file to the network's input: a 28x28 array made the way MNIST was made.
+
+MNIST digits are bright ink on black, cropped to their ink, scaled so the longer side is 20 px with
+anti-aliasing, and placed in a 28x28 frame with their centre of mass at the centre. A digit drawn on
+a canvas, scanned or photographed gets the same treatment here; resizing a whole 280x280 canvas to
+28x28 instead gives the network inputs unlike anything it was trained on (tests/test_canvas_set.py
+measures how much that costs).
+
+Used by the web server and by `digits predict`, so both see exactly the same input.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+PIPELINE = "mnist-v1"  # recorded in weights metadata (model.pipeline.INPUT_NORMALISATION)
+SUPPORTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF"}
+DEFAULT_MAX_PIXELS = 16_000_000  # 4000 x 4000
+
+SIDE, BOX = 28, 20
+INK_THRESHOLD = 0.1  # of the strongest ink: below this, a pixel is background noise
+MIN_INK = 40 / 255  # an image whose strongest ink is fainter than this is blank
+
+
+class ImageError(ValueError):
+    """An image that cannot be turned into a digit. `kind` says why, for the HTTP status."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # "undecodable", "unsupported", "too_large" or "blank"
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes with Pillow, refusing oversized images before their pixels are decoded."""
+    if not data:
+        raise ImageError("undecodable", "empty image data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        except UnidentifiedImageError:
+            raise ImageError("undecodable", "not a recognised image (expected PNG, JPEG, WebP, BMP or GIF)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError("too_large", f"image has more than {max_pixels} pixels") from None
+        except Exception as e:  # Pillow raises many types for malformed headers
+            raise ImageError("undecodable", f"cannot read image header ({e})") from None
+        if img.format not in SUPPORTED_FORMATS:
+            raise ImageError("unsupported", f"unsupported image format {img.format}; use PNG, JPEG, WebP, BMP or GIF")
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError("too_large", f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+        if w < 1 or h < 1:
+            raise ImageError("undecodable", "image has no pixels")
+        try:
+            img.seek(0)  # GIF: the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img)  # photos: honour the camera's orientation
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError("too_large", f"image has more than {max_pixels} pixels") from None
+        except Exception as e:
+            raise ImageError("undecodable", f"cannot decode image ({e})") from None
+    return img
+
+
+def ink_image(img: Image.Image) -> np.ndarray:
+    """Grayscale float array (h, w) in [0, 1] where 1 is ink, whatever the polarity or alpha."""
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255  # (h, w, 4)
+    gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma
+    alpha = rgba[..., 3]
+    if alpha.min() < 1:
+        # A canvas from toDataURL() is transparent where nothing was drawn: its ink is wherever
+        # alpha is. Composite onto a background that contrasts with the ink's own colour, so black
+        # ink and white ink on transparency both come out as ink.
+        opaque = alpha > 0.5
+        ink_is_dark = gray[opaque].mean() < 0.5 if opaque.any() else True
+        background = 1.0 if ink_is_dark else 0.0
+        gray = gray * alpha + background * (1 - alpha)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background_level = float(np.median(border))
+    if background_level > 0.5:  # dark ink on a light background: turn it into light on dark
+        gray = 1 - gray
+        background_level = 1 - background_level
+    # Paper is rarely pure white: what the border looks like is background, not faint ink.
+    return np.clip(gray - background_level, 0, None)
+
+
+def to_mnist(ink: np.ndarray) -> np.ndarray:
+    """Crop to the ink, scale the longer side to 20 px, centre the mass in 28x28: (28, 28) in [0, 1]."""
+    peak = float(ink.max())
+    if peak < MIN_INK:
+        raise ImageError("blank", "no ink found: the image is blank")
+    ink = ink / peak
+    ink[ink < INK_THRESHOLD] = 0
+    rows, cols = np.nonzero(ink)
+    digit = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = digit.shape
+    scale = BOX / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    # Pillow's resampling filters widen with the reduction factor, so this is anti-aliased.
+    small = Image.fromarray(digit.astype(np.float32), mode="F").resize((new_w, new_h), Image.Resampling.LANCZOS)
+    small = np.clip(np.asarray(small), 0, 1)
+    if small.max() > 0:
+        small = small / small.max()  # thin strokes lose contrast when shrunk; MNIST's cores are full ink
+    out = np.zeros((SIDE, SIDE), np.float32)
+    total = small.sum()
+    ys, xs = np.indices(small.shape)
+    cy, cx = (ys * small).sum() / total, (xs * small).sum() / total
+    top = int(np.clip(round(SIDE / 2 - cy), 0, SIDE - new_h))
+    left = int(np.clip(round(SIDE / 2 - cx), 0, SIDE - new_w))
+    out[top : top + new_h, left : left + new_w] = small
+    return out
+
+
+def normalise_image(img: Image.Image) -> np.ndarray:
+    return to_mnist(ink_image(img))
+
+
+def normalise_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image file bytes -> (28, 28) float32 in [0, 1], ink bright: what the network reads."""
+    return normalise_image(decode(data, max_pixels))
+
+
+def naive_bytes(data: bytes) -> np.ndarray:
+    """The common shortcut, kept to measure against: grayscale the whole image, resize to 28x28.
+
+    Ignores alpha (a transparent canvas becomes all black) and polarity, and never centres.
+    """
+    img = Image.open(io.BytesIO(data)).convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.float32) / 255
+
+
+def to_png(pixels: np.ndarray) -> bytes:
+    """A (28, 28) array in [0, 1] as an 8-bit grayscale PNG (what the model saw)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L").save(buf, "PNG")
+    return buf.getvalue()

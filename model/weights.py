@@ -1,0 +1,126 @@
+"""Weights files: `.npz` with W0, b0, W1, b1, ... and a JSON `metadata` entry.
+
+Loading never unpickles (allow_pickle=False) and checks everything a damaged or foreign file could
+get wrong before a network is built from it. Saving is atomic: a reader sees the old file or the
+complete new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.config import INPUT_SIZE, N_CLASSES
+from model.network import Network
+
+FORMAT_VERSION = 1
+METADATA_KEY = "metadata"
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be served: unreadable, incomplete, mis-shaped or not finite."""
+
+
+def save(path: str | os.PathLike, network: Network, metadata: dict[str, Any]) -> Path:
+    """Write network and metadata to `path` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"weights files end in .npz, got {path.name!r}")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "layers": network.sizes,
+        "activation": "relu",
+        "output": "softmax",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **metadata,
+    }
+    arrays: dict[str, np.ndarray] = {}
+    for i, (W, b) in enumerate(zip(network.W, network.b, strict=True)):
+        arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+    arrays[METADATA_KEY] = np.array(json.dumps(meta, sort_keys=True))  # a 0-d unicode array
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # to a file object, so no ".npz" is appended to the temp name
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # makes the rename itself durable
+    finally:
+        os.close(fd)
+
+
+def load(path: str | os.PathLike) -> tuple[Network, dict[str, Any]]:
+    """Read and validate a weights file; raise WeightsError saying what is wrong."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise WeightsError(f"{path}: not an .npz archive")
+            arrays = {k: npz[k] for k in npz.files}
+    except WeightsError:
+        raise
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: file not found") from None
+    except ValueError as e:  # pickled content is refused by allow_pickle=False
+        raise WeightsError(f"{path}: refused: {e}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+        raise WeightsError(f"{path}: unreadable or truncated ({type(e).__name__}: {e})") from None
+    return from_arrays(arrays, str(path))
+
+
+def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> tuple[Network, dict[str, Any]]:
+    if METADATA_KEY not in arrays:
+        raise WeightsError(f"{name}: no '{METADATA_KEY}' entry")
+    try:
+        meta = json.loads(str(arrays[METADATA_KEY][()]))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise WeightsError(f"{name}: metadata is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{name}: metadata must be a JSON object")
+    layers = meta.get("layers")
+    if (
+        not isinstance(layers, list)
+        or len(layers) < 2
+        or not all(isinstance(n, int) and 0 < n <= 65536 for n in layers)
+    ):
+        raise WeightsError(f"{name}: metadata 'layers' must be a list of positive integers, got {layers!r}")
+    if layers[0] != INPUT_SIZE or layers[-1] != N_CLASSES:
+        raise WeightsError(f"{name}: layers must run from {INPUT_SIZE} inputs to {N_CLASSES} outputs, got {layers}")
+    expected = {METADATA_KEY}
+    for i in range(len(layers) - 1):
+        expected |= {f"W{i}", f"b{i}"}
+    if set(arrays) != expected:
+        missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+        raise WeightsError(f"{name}: wrong arrays (missing {missing}, unexpected {extra})")
+    dtypes = {arrays[k].dtype for k in expected - {METADATA_KEY}}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        raise WeightsError(f"{name}: arrays must all be float32 or all float64, got {sorted(map(str, dtypes))}")
+    net = Network(layers, next(iter(dtypes)))
+    for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
+        for key, shape, target in ((f"W{i}", (n_in, n_out), net.W[i]), (f"b{i}", (n_out,), net.b[i])):
+            a = arrays[key]
+            if a.shape != shape:
+                raise WeightsError(f"{name}: {key} has shape {a.shape}, expected {shape}")
+            if not np.isfinite(a).all():
+                raise WeightsError(f"{name}: {key} contains NaN or infinite values")
+            target[...] = a
+    return net, meta
