@@ -1,0 +1,58 @@
+"""Admin authentication: a bearer token compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+log = logging.getLogger("digits.auth")
+_bearer = HTTPBearer(auto_error=False, description="the admin token (ADMIN_TOKEN)")
+
+
+def resolve_admin_token(configured: str | None, runtime_dir: Path) -> str:
+    """ADMIN_TOKEN when set; otherwise one random token per runtime folder, shared by all workers.
+
+    The first worker to start creates it (O_EXCL, mode 0600) and logs it once; the others read it.
+    There is never a built-in default.
+    """
+    if configured:
+        return configured
+    path = runtime_dir / "admin_token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the creating worker may be mid-write
+            token = path.read_text().strip()
+            if token:
+                return token
+            time.sleep(0.02)
+        raise RuntimeError(f"{path} is empty; delete it to generate a new admin token") from None
+    token = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.warning("ADMIN_TOKEN is not set; generated an admin token", extra={"admin_token": token, "file": str(path)})
+    return token
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    expected: str = request.app.state.admin_token
+    given = credentials.credentials if credentials else ""
+    if not credentials or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="admin token missing or wrong: send 'Authorization: Bearer <ADMIN_TOKEN>'",
+            headers={"WWW-Authenticate": 'Bearer realm="digits admin"'},
+        )
+
+
+AdminDep = Depends(require_admin)

@@ -1,0 +1,95 @@
+"""Request bodies to network inputs, with the HTTP status that each kind of bad input deserves."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from app.schemas import PredictImage, PredictPixels
+from model.images import ImageError, normalise_bytes
+
+IMAGE_MEDIA_TYPES = {"image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif", "image/x-ms-bmp"}
+_STATUS = {"undecodable": 400, "unsupported": 415, "too_large": 413, "blank": 422}
+_DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[^,]*)?,", re.ASCII)
+
+
+class InputError(Exception):
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def image_input(data: bytes, max_pixels: int) -> np.ndarray:
+    """Image file bytes -> (28, 28) float32 network input."""
+    try:
+        return normalise_bytes(data, max_pixels)
+    except ImageError as e:
+        raise InputError(_STATUS[e.kind], str(e)) from None
+
+
+def decode_base64_image(text: str) -> bytes:
+    """A data URL or bare base64 -> bytes. Refuses a data URL that is not an image or not base64."""
+    text = text.strip()
+    m = _DATA_URL.match(text)
+    if m:
+        mime, params = m.group(1).lower(), (m.group(2) or "")
+        if mime and not mime.startswith("image/"):
+            raise InputError(415, f"data URL has media type {mime!r}; send an image (PNG, JPEG, WebP, BMP, GIF)")
+        if ";base64" not in params:
+            raise InputError(400, "data URL must be base64-encoded (data:image/png;base64,...)")
+        text = text[m.end() :]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(400, "image is not valid base64") from None
+
+
+def pixels_input(p: PredictPixels) -> np.ndarray:
+    """MNIST-format pixels -> (28, 28) float32 in [0, 1]; refuses NaN, inf, wrong shape, out of range."""
+    a = np.asarray(p.pixels, dtype=np.float64)
+    if a.shape not in ((28, 28), (784,)):
+        raise InputError(422, f"pixels must be 28x28 nested lists or 784 values, got shape {list(a.shape)}")
+    if not np.isfinite(a).all():
+        raise InputError(422, "pixels must be finite numbers (found NaN or infinity)")
+    lo, hi = float(a.min()), float(a.max())
+    scale = p.scale if p.scale != "auto" else ("unit" if hi <= 1 else "byte")
+    top = 1.0 if scale == "unit" else 255.0
+    if lo < 0 or hi > top:
+        raise InputError(422, f"pixel values must be within 0..{top:g} for scale {scale!r}, got {lo:g}..{hi:g}")
+    return (a / top).astype(np.float32).reshape(28, 28)
+
+
+def json_input(body: bytes, max_pixels: int) -> np.ndarray:
+    """{"image": ...} or {"pixels": ...} -> (28, 28) network input."""
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(400, f"body is not valid JSON: {e}") from None
+    if not isinstance(raw, dict) or ("image" in raw) == ("pixels" in raw):
+        raise InputError(422, 'send a JSON object with exactly one of "image" (data URL or base64) or "pixels"')
+    try:
+        if "pixels" in raw:
+            return pixels_input(PredictPixels.model_validate(raw))
+        req = PredictImage.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(422, validation_message(e)) from None
+    return image_input(decode_base64_image(req.image), max_pixels)
+
+
+def validation_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        where = ".".join(str(x) for x in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,38 @@
+"""Operations: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from app.deps import get_holder
+from app.metrics import render
+from app.schemas import Health
+from app.serving import ModelHolder
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "no valid model loaded yet"}},
+    summary="Readiness: a valid model is loaded",
+)
+async def readyz(response: Response, holder: Annotated[ModelHolder, Depends(get_holder)]) -> Health:
+    if holder.current is None:
+        response.status_code = 503
+        return Health(status="no model loaded")
+    return Health(status="ready", model_version=holder.current.version)
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics, summed over all workers")
+def metrics() -> Response:
+    body, content_type = render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,243 @@
+"""A fixed set of canvas-style digit drawings, generated: strokes as a browser canvas exports them.
+
+Each digit has a few stroke templates in a unit box (x right, y down). A drawing jitters, slants and
+stretches a template, places it anywhere on a 280x280 canvas at 40-85% of its height, strokes it
+with a round pen 5-9% of the canvas wide, anti-aliased, and exports it one of three ways:
+transparent RGBA with black ink (what `canvas.toDataURL()` gives), black on white, white on black.
+
+The set checks the whole input path (decode, alpha, polarity, crop, scale, centre) on the kind of
+image people draw, which MNIST's own test set cannot: tests/test_canvas_set.py and the training
+service's evaluation both use it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CANVAS = 280
+STYLES = ("transparent", "white", "dark")
+
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, n: int = 24) -> list:
+    """Points along an ellipse, angles in degrees (0 = right, 90 = down), start -> end."""
+    return [
+        (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a))) for a in np.linspace(start, end, n)
+    ]
+
+
+def _smooth(points: list, n: int = 12) -> list:
+    """Catmull-Rom through the control points: a hand's curve, not a polygon."""
+    pts = [points[0], *points, points[-1]]
+    out = []
+    for i in range(1, len(pts) - 2):
+        p0, p1, p2, p3 = (np.array(p) for p in pts[i - 1 : i + 3])
+        for t in np.linspace(0, 1, n, endpoint=False):
+            out.append(
+                tuple(
+                    0.5
+                    * (
+                        2 * p1
+                        + (-p0 + p2) * t
+                        + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                        + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3
+                    )
+                )
+            )
+    out.append(tuple(points[-1]))
+    return out
+
+
+# Each template: a list of strokes, each stroke a list of (x, y) in the unit box.
+TEMPLATES: dict[int, list[list[list[tuple[float, float]]]]] = {
+    0: [
+        [_arc(0.5, 0.5, 0.3, 0.46, -100, 265)],
+        [_arc(0.5, 0.5, 0.34, 0.45, -80, 285)],
+    ],
+    1: [
+        [[(0.52, 0.04), (0.48, 0.96)]],
+        [[(0.6, 0.04), (0.42, 0.96)]],
+    ],
+    2: [
+        [
+            [
+                *_smooth(
+                    [(0.18, 0.28), (0.35, 0.07), (0.62, 0.05), (0.8, 0.25), (0.7, 0.5), (0.35, 0.78), (0.15, 0.95)]
+                ),
+                (0.5, 0.93),
+                (0.88, 0.93),
+            ]
+        ],
+        [[*_smooth([(0.2, 0.22), (0.5, 0.04), (0.8, 0.22), (0.7, 0.5), (0.2, 0.94)]), (0.85, 0.95)]],
+    ],
+    3: [
+        [
+            _smooth(
+                [
+                    (0.2, 0.14),
+                    (0.5, 0.04),
+                    (0.78, 0.2),
+                    (0.68, 0.4),
+                    (0.42, 0.48),
+                    (0.7, 0.55),
+                    (0.82, 0.75),
+                    (0.55, 0.95),
+                    (0.18, 0.86),
+                ]
+            )
+        ],
+        [_smooth([(0.22, 0.1), (0.6, 0.05), (0.75, 0.25), (0.45, 0.47), (0.8, 0.68), (0.6, 0.93), (0.2, 0.9)])],
+    ],
+    4: [
+        [[(0.3, 0.04), (0.18, 0.58), (0.86, 0.58)], [(0.7, 0.2), (0.68, 0.97)]],
+        [[(0.62, 0.04), (0.14, 0.64), (0.88, 0.64)], [(0.66, 0.34), (0.66, 0.97)]],
+    ],
+    5: [
+        [
+            [(0.82, 0.05), (0.3, 0.05), (0.25, 0.45)],
+            _smooth([(0.25, 0.45), (0.55, 0.37), (0.8, 0.55), (0.76, 0.82), (0.5, 0.95), (0.18, 0.86)]),
+        ],
+        [
+            [(0.3, 0.06), (0.26, 0.44)],
+            [(0.3, 0.06), (0.8, 0.06)],
+            _smooth([(0.26, 0.44), (0.6, 0.4), (0.8, 0.65), (0.6, 0.93), (0.2, 0.88)]),
+        ],
+    ],
+    6: [
+        [
+            _smooth(
+                [
+                    (0.72, 0.04),
+                    (0.42, 0.22),
+                    (0.24, 0.55),
+                    (0.3, 0.86),
+                    (0.55, 0.96),
+                    (0.76, 0.78),
+                    (0.64, 0.56),
+                    (0.4, 0.56),
+                    (0.26, 0.7),
+                ]
+            )
+        ],
+        [_smooth([(0.65, 0.05), (0.3, 0.4), (0.25, 0.8), (0.5, 0.96), (0.75, 0.8), (0.6, 0.55), (0.28, 0.65)])],
+    ],
+    7: [
+        [[(0.14, 0.07), (0.86, 0.07), (0.42, 0.96)]],
+        [[(0.18, 0.12), (0.84, 0.06)], _smooth([(0.84, 0.06), (0.62, 0.45), (0.46, 0.96)])],
+    ],
+    8: [
+        [
+            _smooth(
+                [
+                    (0.7, 0.14),
+                    (0.5, 0.04),
+                    (0.28, 0.16),
+                    (0.32, 0.36),
+                    (0.5, 0.47),
+                    (0.74, 0.62),
+                    (0.72, 0.86),
+                    (0.5, 0.96),
+                    (0.26, 0.86),
+                    (0.28, 0.62),
+                    (0.5, 0.47),
+                    (0.68, 0.34),
+                    (0.7, 0.14),
+                ]
+            )
+        ],
+        [_arc(0.5, 0.26, 0.2, 0.21, 90, 450), _arc(0.5, 0.71, 0.26, 0.25, -90, 270)],
+    ],
+    9: [
+        [_arc(0.48, 0.3, 0.26, 0.24, 0, 365), [(0.74, 0.3), (0.68, 0.97)]],
+        [
+            _smooth(
+                [
+                    (0.74, 0.2),
+                    (0.5, 0.05),
+                    (0.26, 0.2),
+                    (0.32, 0.46),
+                    (0.62, 0.44),
+                    (0.74, 0.2),
+                    (0.72, 0.6),
+                    (0.62, 0.97),
+                ]
+            )
+        ],
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Drawing:
+    label: int
+    style: str
+    png: bytes
+    pen: int  # pen width in canvas pixels
+    height: int  # digit height in canvas pixels
+
+
+def _transform(strokes: list, rng: np.random.Generator) -> list[np.ndarray]:
+    """Slant, stretch and wobble a template the way hands differ."""
+    angle = math.radians(rng.uniform(-10, 10))
+    shear = rng.uniform(-0.2, 0.15)
+    sx = rng.uniform(0.8, 1.15)
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    m = rot @ np.array([[sx, shear], [0, 1]])
+    out = []
+    for s in strokes:
+        p = np.asarray(s, float) - 0.5
+        p = p @ m.T + rng.normal(0, 0.008, p.shape)
+        out.append(p)
+    return out
+
+
+def draw(label: int, rng: np.random.Generator, style: str | None = None, size: int = CANVAS) -> Drawing:
+    template = TEMPLATES[label][rng.integers(len(TEMPLATES[label]))]
+    strokes = _transform(template, rng)
+    style = style or STYLES[rng.integers(len(STYLES))]
+    pen = round(rng.uniform(0.05, 0.09) * size)
+    height = rng.uniform(0.40, 0.85) * size
+    pts = np.concatenate(strokes)
+    span = pts.max(axis=0) - pts.min(axis=0)
+    scale = height / span[1]
+    w, h = span * scale
+    margin = pen / 2 + 1
+    # anywhere on the canvas that keeps the ink inside: off-centre as often as not
+    x0 = rng.uniform(margin, max(margin, size - w - margin))
+    y0 = rng.uniform(margin, max(margin, size - h - margin))
+    ss = 4  # supersampling: a canvas anti-aliases its strokes
+    mask = Image.new("L", (size * ss, size * ss), 0)
+    d = ImageDraw.Draw(mask)
+    lo = pts.min(axis=0)
+    for s in strokes:
+        q = [((x - lo[0]) * scale * ss + x0 * ss, (y - lo[1]) * scale * ss + y0 * ss) for x, y in s]
+        d.line(q, fill=255, width=pen * ss, joint="curve")
+        r = pen * ss / 2
+        for x, y in (q[0], q[-1]):  # round caps
+            d.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    alpha = mask.resize((size, size), Image.Resampling.BOX)
+    if style == "transparent":
+        img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        img.putalpha(alpha)
+    elif style == "white":
+        img = Image.composite(Image.new("L", alpha.size, 0), Image.new("L", alpha.size, 255), alpha)
+    elif style == "dark":
+        img = alpha
+    else:
+        raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return Drawing(label, style, buf.getvalue(), pen, round(h))
+
+
+def canvas_set(per_digit: int = 30, seed: int = 2026) -> Iterator[Drawing]:
+    """The fixed evaluation set: per_digit drawings of each digit, styles cycling, from one seed."""
+    rng = np.random.default_rng(seed)
+    for i in range(per_digit):
+        for label in range(10):
+            yield draw(label, rng, STYLES[(i + label) % len(STYLES)])

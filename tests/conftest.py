@@ -1,0 +1,77 @@
+"""Shared fixtures. Environment first: the metrics folder must be set before the app is imported."""
+
+import os
+import tempfile
+
+_scratch = tempfile.mkdtemp(prefix="digits-tests-")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_scratch, "metrics"))
+os.environ.setdefault("DIGITS_RUNTIME_DIR", os.path.join(_scratch, "var"))
+os.environ.pop("ADMIN_TOKEN", None)
+
+import io  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-admin-token"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from app.settings import Settings
+
+    return Settings(runtime_dir=tmp_path / "var", admin_token=TOKEN)
+
+
+@pytest.fixture
+def make_client():
+    """make_client(settings) -> a started TestClient; all closed at the end of the test."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    clients = []
+
+    def make(settings):
+        c = TestClient(create_app(settings))
+        c.__enter__()
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client, settings):
+    return make_client(settings)
+
+
+@pytest.fixture
+def admin():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from model.data import load_mnist
+
+    return load_mnist().test
+
+
+def png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def mnist_png(mnist_test, i: int, scale: int = 10) -> bytes:
+    """MNIST test image i as a large black-on-white PNG, like a scan."""
+    a = 255 - mnist_test.x[i].reshape(28, 28)
+    return png_bytes(
+        Image.fromarray(np.ascontiguousarray(a)).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
+    )
