@@ -74,6 +74,7 @@ class ModelList(BaseModel):
 class Health(BaseModel):
     status: str
     model_version: str | None = None
+    worker: int | None = Field(None, description="process id of the worker that answered")
 
 
 class ErrorBody(BaseModel):

@@ -75,7 +75,8 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # The classic two-layer network exactly: 784-10-10, U[-0.5, 0.5) init, full-batch gradient
     # descent, alpha 0.1, 500 iterations on the first 41,000 training images (the next 1,000 are
-    # its held-out set, as in the notebook it comes from).
+    # its held-out set, as in the notebook it comes from). Over seeds 0, 1, 2 it reaches 83.0%, 86.1%
+    # and 83.6% on the test set; the preset uses seed 2, the median.
     "seed": TrainConfig(
         layers=[784, 10, 10],
         init="uniform",
@@ -86,7 +87,7 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=0,
         train_size=41_000,
         val_size=1_000,
-        seed=0,
+        seed=2,
     ),
     # The shipped model: see README "How the shipped weights were trained".
     "default": TrainConfig(

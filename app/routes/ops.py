@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
@@ -14,7 +15,7 @@ from app.serving import ModelHolder
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+@router.get("/healthz", response_model=Health, response_model_exclude_none=True, summary="Liveness: the process answers")
 async def healthz() -> Health:
     return Health(status="ok")
 
@@ -29,7 +30,7 @@ async def readyz(response: Response, holder: Annotated[ModelHolder, Depends(get_
     if holder.current is None:
         response.status_code = 503
         return Health(status="no model loaded")
-    return Health(status="ready", model_version=holder.current.version)
+    return Health(status="ready", model_version=holder.current.version, worker=os.getpid())
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics, summed over all workers")

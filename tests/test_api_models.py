@@ -1,0 +1,120 @@
+"""The registry over HTTP: listing, activation and rollback, admin auth, health, readiness, metrics."""
+
+import logging
+import re
+import shutil
+
+import pytest
+
+from app.settings import Settings
+
+
+def _digit(client, pixels):
+    return client.post("/predict", json={"pixels": pixels}).json()
+
+
+def test_models_lists_committed_versions_with_metadata(client):
+    r = client.get("/models")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["active"] == "default" and body["serving"] == "default"
+    versions = {v["version"]: v for v in body["versions"]}
+    assert {"default", "seed"} <= set(versions)
+    assert versions["default"]["active"] and not versions["seed"]["active"]
+    assert versions["seed"]["metadata"]["layers"] == [784, 10, 10]
+    assert versions["default"]["metadata"]["test"]["accuracy"] >= 0.992
+
+
+def test_activate_and_roll_back(client, admin, mnist_test):
+    pixels = mnist_test.x[0].tolist()
+    assert _digit(client, pixels)["model_version"] == "default"
+    r = client.post("/models/seed/activate", headers=admin)
+    assert r.status_code == 200 and r.json()["version"] == "seed" and r.json()["active"]
+    assert _digit(client, pixels)["model_version"] == "seed"
+    assert client.get("/models").json()["active"] == "seed"
+    r = client.post("/models/default/activate", headers=admin)
+    assert r.status_code == 200
+    assert _digit(client, pixels)["model_version"] == "default"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dXNlcjpwdw=="},
+                                     {"Authorization": "Bearer "}])
+def test_admin_routes_need_the_token(client, headers):
+    r = client.post("/models/seed/activate", headers=headers)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert "admin token" in r.json()["detail"]
+    assert client.get("/models").json()["active"] == "default"
+
+
+def test_unknown_and_invalid_versions_are_404(client, admin):
+    assert client.post("/models/nope/activate", headers=admin).status_code == 404
+    assert client.post("/models/..%2Fetc/activate", headers=admin).status_code == 404
+
+
+def test_corrupt_version_is_refused_and_never_served(client, admin, settings, caplog):
+    models = settings.runtime_dir / "models"
+    good = (models / "default.npz").read_bytes()
+    (models / "broken.npz").write_bytes(good[: len(good) // 3])
+    r = client.post("/models/broken/activate", headers=admin)
+    assert r.status_code == 422 and "failed validation" in r.json()["detail"]
+    assert client.get("/models").json()["active"] == "default"
+    # Even a pointer edited by hand to a bad version leaves the served model in place.
+    (settings.runtime_dir / "active").write_text("broken\n")
+    holder = client.app.state.holder
+    with caplog.at_level(logging.ERROR, logger="digits.serving"):
+        assert holder.refresh() is False
+    assert holder.current.version == "default"
+    assert any("refused to load" in rec.getMessage() for rec in caplog.records)
+    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["model_version"] == "default"
+
+
+def test_not_ready_without_a_valid_model(make_client, tmp_path):
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    client = make_client(Settings(runtime_dir=tmp_path / "var", weights_dir=empty, admin_token="t"))
+    assert client.get("/healthz").status_code == 200
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "no model loaded"
+    r = client.post("/predict", json={"pixels": [0] * 784})
+    assert r.status_code == 503 and "no valid model" in r.json()["detail"]
+
+
+def test_metrics_count_requests_predictions_and_the_active_version(client, mnist_test):
+    for i in range(3):
+        client.post("/predict", json={"pixels": mnist_test.x[i].tolist()})
+    client.post("/predict", json={"pixels": [1]})
+    text = client.get("/metrics").text
+    ok = re.search(r'digits_http_requests_total\{method="POST",route="/predict",status="200"\} (\d+)', text)
+    bad = re.search(r'digits_http_requests_total\{method="POST",route="/predict",status="422"\} (\d+)', text)
+    assert ok and int(float(ok.group(1))) >= 3 and bad
+    assert 'digits_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/predict",status="200"}' in text
+    assert re.search(r'digits_predictions_total\{digit="7"\} [1-9]', text)
+    assert re.search(r'digits_active_model_info\{version="default"\} 1', text)
+
+
+def test_generated_admin_token_is_shared_and_never_a_default(make_client, tmp_path, caplog):
+    s = Settings(runtime_dir=tmp_path / "var", admin_token=None)
+    with caplog.at_level(logging.WARNING, logger="digits.auth"):
+        c1 = make_client(s)
+        c2 = make_client(s)  # a second worker on the same runtime folder
+    token = (tmp_path / "var" / "admin_token").read_text().strip()
+    assert len(token) >= 24
+    assert (tmp_path / "var" / "admin_token").stat().st_mode & 0o077 == 0
+    logged = [r for r in caplog.records if "generated an admin token" in r.getMessage()]
+    assert len(logged) == 1  # logged once, by the worker that made it
+    for c in (c1, c2):
+        assert c.post("/models/seed/activate", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert c.post("/models/seed/activate").status_code == 401
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "var" / "models", other / "models")
+    c3 = make_client(Settings(runtime_dir=other, admin_token=None))
+    token3 = (other / "admin_token").read_text().strip()
+    assert token3 != token  # random, not built in
+    assert c3.post("/models/seed/activate", headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -1,0 +1,90 @@
+"""A real uvicorn server with 2 workers on 127.0.0.1: activation reaches every worker within 1 s,
+a corrupt version is never served, and metrics add up across workers."""
+
+import re
+import time
+
+import httpx
+import pytest
+
+from servers import uvicorn_server
+
+TOKEN = "e2e-token"
+
+
+def _ask(url: str) -> tuple[int, str]:
+    # A fresh connection each time, so the kernel hands requests to either worker.
+    r = httpx.get(f"{url}/readyz", headers={"Connection": "close"}, timeout=5)
+    body = r.json()
+    return body["worker"], body["model_version"]
+
+
+def _both_workers(url: str, tries: int = 400) -> set[int]:
+    seen = set()
+    for _ in range(tries):
+        seen.add(_ask(url)[0])
+        if len(seen) == 2:
+            break
+    return seen
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with uvicorn_server(tmp_path_factory.mktemp("e2e") / "var", workers=2, token=TOKEN) as s:
+        yield s
+
+
+def test_activation_reaches_every_worker_within_a_second(server):
+    workers = _both_workers(server.url)
+    assert len(workers) == 2, "the two workers never both answered"
+    r = httpx.post(f"{server.url}/models/seed/activate", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    t0 = time.monotonic()
+    switched: dict[int, float] = {}
+    while len(switched) < 2 and time.monotonic() - t0 < 3:
+        pid, version = _ask(server.url)
+        if version == "seed":
+            switched.setdefault(pid, time.monotonic() - t0)
+    print(f"\nworkers switched after {sorted(round(s, 3) for s in switched.values())} s")
+    assert set(switched) == workers
+    assert max(switched.values()) <= 1.0
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+    answers = [_ask(server.url) for _ in range(40)]
+    assert {v for _, v in answers} == {"seed"}
+
+
+def test_corrupt_version_is_refused_and_never_served(server):
+    models = server.runtime_dir / "models"
+    good = (models / "default.npz").read_bytes()
+    (models / "broken.npz").write_bytes(good[: len(good) // 2])
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    before = httpx.get(f"{server.url}/models", timeout=5).json()["active"]
+    r = httpx.post(f"{server.url}/models/broken/activate", headers=headers, timeout=10)
+    assert r.status_code == 422 and "failed validation" in r.json()["detail"]
+    assert httpx.get(f"{server.url}/models", timeout=5).json()["active"] == before
+    # Point at it behind the API's back: every worker refuses it and keeps serving.
+    (server.runtime_dir / "active").write_text("broken\n")
+    time.sleep(1.0)
+    answers = [_ask(server.url) for _ in range(40)]
+    assert {v for _, v in answers} == {before}
+    assert len({p for p, _ in answers}) == 2
+    r = httpx.post(f"{server.url}/predict", json={"pixels": [0] * 784}, timeout=5)
+    assert r.status_code == 200 and r.json()["model_version"] == before
+    assert server.log_text().count("refused to load model version") == 2  # once per worker, not per poll
+    httpx.post(f"{server.url}/models/{before}/activate", headers=headers, timeout=10).raise_for_status()
+
+
+def test_metrics_add_up_across_workers(server):
+    def count(text: str) -> int:
+        m = re.search(r'digits_http_requests_total\{method="POST",route="/predict/batch",status="200"\} ([\d.e+]+)', text)
+        return int(float(m.group(1))) if m else 0
+
+    start = count(httpx.get(f"{server.url}/metrics", timeout=5).text)
+    pids = set()
+    for _ in range(30):
+        r = httpx.post(f"{server.url}/predict/batch", json={"images": ["!"]}, headers={"Connection": "close"}, timeout=5)
+        assert r.status_code == 200
+        pids.add(_ask(server.url)[0])
+    assert len(pids) == 2
+    for _ in range(3):  # whichever worker answers the scrape sees all of them
+        assert count(httpx.get(f"{server.url}/metrics", headers={"Connection": "close"}, timeout=5).text) == start + 30
