@@ -16,12 +16,14 @@ from starlette.exceptions import HTTPException
 from app import metrics
 from app.auth import resolve_admin_token
 from app.inputs import InputError, validation_message
+from app.jobs import JobStore
 from app.limits import BodyLimitMiddleware
 from app.logs import setup_logging
 from app.registry import Registry
-from app.routes import models, ops, predict
+from app.routes import models, ops, predict, train
 from app.serving import ModelHolder
 from app.settings import Settings, get_settings
+from app.training import TrainingManager
 
 log = logging.getLogger("digits.app")
 
@@ -41,10 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         app.state.holder = holder
         app.state.admin_token = resolve_admin_token(settings.admin_token, settings.runtime_dir)
+        app.state.jobs = JobStore(settings.runtime_dir / "jobs.sqlite")
+        app.state.training = TrainingManager(app.state.jobs, settings)
+        app.state.training.recover()
         watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
         try:
             yield
         finally:
+            await app.state.training.shutdown()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -58,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.MetricsMiddleware)
-    for router in (predict.router, models.router, ops.router):
+    for router in (predict.router, models.router, train.router, ops.router):
         app.include_router(router)
     _error_handlers(app, settings)
     return app

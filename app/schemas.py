@@ -79,3 +79,51 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: Any
+
+
+MAX_UNITS, MAX_EPOCHS, MAX_LAYERS = 4096, 200, 8
+
+
+class TrainRequest(BaseModel):
+    """A preset plus optional overrides, each within bounds that a 2-core server can honour."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: Literal["seed", "default", "quick", "tiny"] = "quick"
+    layers: list[int] | None = Field(
+        None, min_length=2, max_length=MAX_LAYERS, description="784, hidden sizes..., 10", examples=[[784, 256, 10]]
+    )
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
+    batch_size: int | None = Field(None, ge=0, le=60_000, description="0 = full batch")
+    lr: float | None = Field(None, gt=0, le=10)
+    schedule: Literal["constant", "cosine", "step"] | None = None
+    optimizer: Literal["sgd", "momentum", "rmsprop", "adam"] | None = None
+    weight_decay: float | None = Field(None, ge=0, le=1)
+    augment_shift: int | None = Field(None, ge=0, le=4)
+    train_size: int | None = Field(None, ge=100, le=60_000)
+    val_size: int | None = Field(None, ge=0, le=20_000)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    activate: Literal["if_better", "always"] = Field(
+        "if_better", description="'if_better': promote only if it beats the active model's test accuracy"
+    )
+
+
+class TrainJob(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+    preset: str
+    config: dict[str, Any]
+    activate: str
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    duration_s: float | None = None
+    cancel_requested: bool = False
+    progress: dict[str, Any] | None = None
+    error: str | None = None
+    version: str | None = None
+    promoted: bool | None = None
+    result: dict[str, Any] | None = None
+
+
+class TrainJobList(BaseModel):
+    jobs: list[TrainJob]

@@ -68,10 +68,12 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
 
 def ink_image(img: Image.Image) -> np.ndarray:
     """Grayscale float array (h, w) in [0, 1] where 1 is ink, whatever the polarity or alpha."""
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255  # (h, w, 4)
-    gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma
-    alpha = rgba[..., 3]
-    if alpha.min() < 1:
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        img = img.convert("RGBA")
+        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) * (1 / 255)
+    gray = np.asarray(img.convert("L"), dtype=np.float32) * (1 / 255)  # Pillow's ITU-R 601 luma, in C
+    if has_alpha and alpha.min() < 1:
         # A canvas from toDataURL() is transparent where nothing was drawn: its ink is wherever
         # alpha is. Composite onto a background that contrasts with the ink's own colour, so black
         # ink and white ink on transparency both come out as ink.

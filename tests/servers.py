@@ -35,8 +35,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def uvicorn_server(runtime_dir: Path, workers: int = 1, token: str = "e2e-token", env: dict | None = None,
-                   timeout_s: float = 60) -> Iterator[Server]:
+def uvicorn_server(
+    runtime_dir: Path, workers: int = 1, token: str = "e2e-token", env: dict | None = None, timeout_s: float = 60
+) -> Iterator[Server]:
     runtime_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = runtime_dir / "server.log"
@@ -47,11 +48,23 @@ def uvicorn_server(runtime_dir: Path, workers: int = 1, token: str = "e2e-token"
         "ADMIN_TOKEN": token,
         **(env or {}),
     }
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     try:

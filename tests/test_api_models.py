@@ -37,8 +37,10 @@ def test_activate_and_roll_back(client, admin, mnist_test):
     assert _digit(client, pixels)["model_version"] == "default"
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dXNlcjpwdw=="},
-                                     {"Authorization": "Bearer "}])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer "}],
+)
 def test_admin_routes_need_the_token(client, headers):
     r = client.post("/models/seed/activate", headers=headers)
     assert r.status_code == 401

@@ -6,7 +6,6 @@ import time
 
 import httpx
 import pytest
-
 from servers import uvicorn_server
 
 TOKEN = "e2e-token"
@@ -76,13 +75,17 @@ def test_corrupt_version_is_refused_and_never_served(server):
 
 def test_metrics_add_up_across_workers(server):
     def count(text: str) -> int:
-        m = re.search(r'digits_http_requests_total\{method="POST",route="/predict/batch",status="200"\} ([\d.e+]+)', text)
+        m = re.search(
+            r'digits_http_requests_total\{method="POST",route="/predict/batch",status="200"\} ([\d.e+]+)', text
+        )
         return int(float(m.group(1))) if m else 0
 
     start = count(httpx.get(f"{server.url}/metrics", timeout=5).text)
     pids = set()
     for _ in range(30):
-        r = httpx.post(f"{server.url}/predict/batch", json={"images": ["!"]}, headers={"Connection": "close"}, timeout=5)
+        r = httpx.post(
+            f"{server.url}/predict/batch", json={"images": ["!"]}, headers={"Connection": "close"}, timeout=5
+        )
         assert r.status_code == 200
         pids.add(_ask(server.url)[0])
     assert len(pids) == 2

@@ -15,7 +15,9 @@ from app.serving import ModelHolder
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health, response_model_exclude_none=True, summary="Liveness: the process answers")
+@router.get(
+    "/healthz", response_model=Health, response_model_exclude_none=True, summary="Liveness: the process answers"
+)
 async def healthz() -> Health:
     return Health(status="ok")
 

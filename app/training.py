@@ -1,0 +1,97 @@
+"""The web side of training: start the training process, watch it, and clean up after it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.jobs import JobStore
+from app.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("digits.training")
+ORPHAN_QUEUED_AFTER_S = 60  # a queued job whose process never started
+
+
+def _is_trainer(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"app.trainer" in cmdline
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the training process was killed by {name}"
+    return f"the training process exited with code {code}"
+
+
+class TrainingManager:
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._monitors: set[asyncio.Task] = set()
+
+    def recover(self) -> list[str]:
+        """At start-up: jobs left queued or running by a server that is gone become 'interrupted'."""
+        marked = []
+        for job in self.store.active_jobs():
+            orphan = (
+                not _is_trainer(job["pid"])
+                if job["status"] == "running"
+                else time.time() - job["created"] > ORPHAN_QUEUED_AFTER_S
+            )
+            if orphan and self.store.finish(job["id"], "interrupted", error="the server restarted while it ran"):
+                marked.append(job["id"])
+        if marked:
+            log.warning("marked interrupted training jobs", extra={"jobs": marked})
+        return marked
+
+    def start(self, job_id: str) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "app.trainer",
+            "--job",
+            job_id,
+            "--runtime-dir",
+            str(Path(self.settings.runtime_dir).resolve()),
+        ]
+        if self.settings.data_dir:
+            cmd += ["--data-dir", str(Path(self.settings.data_dir).resolve())]
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True)  # no terminal signals
+        self.processes[job_id] = proc
+        task = asyncio.get_running_loop().create_task(self._monitor(job_id, proc))
+        self._monitors.add(task)
+        task.add_done_callback(self._monitors.discard)
+
+    async def _monitor(self, job_id: str, proc: subprocess.Popen) -> None:
+        code = await asyncio.to_thread(proc.wait)
+        self.processes.pop(job_id, None)
+        # The process sets its own final status; if it could not (a crash, a kill), say why here.
+        if self.store.finish(job_id, "failed", error=_describe_exit(code)):
+            log.error("training process died", extra={"job": job_id, "exit": code})
+
+    async def shutdown(self) -> None:
+        for proc in list(self.processes.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # the process marks its job interrupted
+        for task in list(self._monitors):
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except TimeoutError:
+                for proc in self.processes.values():
+                    os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,221 @@
+"""The training service's whole lifecycle, with tiny configurations that take seconds."""
+
+import errno
+import json
+import os
+import signal
+import time
+
+import pytest
+from conftest import TOKEN
+
+from app.jobs import JobStore
+from app.registry import Registry
+from app.settings import Settings
+from app.trainer import run_job
+from model import weights
+from model.config import preset
+
+TINY = {"preset": "tiny"}
+# Long enough to catch it running (thousands of small steps), short enough to finish in seconds.
+SLOW = {"preset": "tiny", "epochs": 150, "train_size": 20_000}
+
+
+def wait_for(client, job_id, statuses, timeout=90, admin=None):
+    admin = admin or {"Authorization": f"Bearer {TOKEN}"}
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        job = client.get(f"/train/{job_id}", headers=admin).json()
+        seen.append(job)
+        if job["status"] in statuses:
+            return job, seen
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {seen[-1]['status']} after {timeout} s: {seen[-1]}")
+
+
+def wait_running(client, job_id, admin):
+    job, _ = wait_for(client, job_id, {"running", "succeeded", "failed"}, admin=admin)
+    assert job["status"] == "running", job
+    deadline = time.monotonic() + 60
+    while client.get(f"/train/{job_id}", headers=admin).json()["progress"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return client.get(f"/train/{job_id}", headers=admin).json()
+
+
+def versions(client):
+    return {v["version"] for v in client.get("/models").json()["versions"]}
+
+
+def test_a_job_runs_to_success_and_registers_a_version(client, admin):
+    before = versions(client)
+    r = client.post("/train", json=TINY, headers=admin)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running") and job["config"]["layers"] == [784, 32, 10]
+    done, seen = wait_for(client, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done
+    steps = [j["progress"]["step"] for j in seen if j["progress"]]
+    assert steps == sorted(steps)
+    assert done["progress"]["step"] == done["progress"]["total_steps"]
+    assert done["version"] and done["version"] not in before
+    assert versions(client) == before | {done["version"]}
+    meta = next(v for v in client.get("/models").json()["versions"] if v["version"] == done["version"])["metadata"]
+    assert 0 < meta["test"]["accuracy"] < 1 and len(meta["test"]["confusion"]) == 10
+    assert meta["canvas"]["n"] == 300 and 0 <= meta["canvas"]["accuracy"] <= 1
+    assert meta["job_id"] == job["id"]
+    assert done["result"]["test_accuracy"] == meta["test"]["accuracy"]
+    # A tiny network does not beat the shipped one: registered, not promoted.
+    assert done["promoted"] is False and client.get("/models").json()["active"] == "default"
+    history = client.get("/train", headers=admin).json()["jobs"]
+    assert history[0]["id"] == job["id"] and history[0]["duration_s"] > 0
+
+
+def test_progress_events_stream_forward_until_the_end(client, admin):
+    job = client.post("/train", json={**TINY, "epochs": 3}, headers=admin).json()
+    events = []
+    with client.stream("GET", f"/train/{job['id']}/events", headers=admin) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        event = {}
+        for line in r.iter_lines():
+            if not line:
+                if event:
+                    events.append(event)
+                event = {}
+            elif line.startswith("event: "):
+                event["event"] = line[7:]
+            elif line.startswith("data: "):
+                event["data"] = json.loads(line[6:])
+            elif line.startswith("id: "):
+                event["id"] = int(line[4:])
+    assert events[0]["event"] == "status"
+    assert events[-1]["event"] == "status" and events[-1]["data"]["status"] == "succeeded"
+    progress = [e for e in events if e["event"] == "progress"]
+    steps = [e["data"]["step"] for e in progress]
+    assert steps == sorted(steps) and steps[-1] == 3 * 16
+    assert [e["id"] for e in progress] == sorted(e["id"] for e in progress)
+    epochs_with_val = [e["data"]["epoch"] for e in progress if e["data"]["val_acc"] is not None]
+    assert epochs_with_val == [1, 2, 3]
+    assert all({"loss", "train_acc", "samples_per_s", "eta_s"} <= set(e["data"]) for e in progress)
+
+
+def test_one_job_at_a_time_and_cancel(client, admin):
+    before = versions(client)
+    job = client.post("/train", json=SLOW, headers=admin).json()
+    r = client.post("/train", json=TINY, headers=admin)
+    assert r.status_code == 409 and job["id"] in r.json()["detail"]
+    wait_running(client, job["id"], admin)
+    r = client.post(f"/train/{job['id']}/cancel", headers=admin)
+    assert r.status_code == 200 and r.json()["cancel_requested"]
+    done, _ = wait_for(client, job["id"], {"cancelled", "succeeded", "failed"}, timeout=10)
+    assert done["status"] == "cancelled"
+    assert done["progress"]["step"] < done["progress"]["total_steps"]
+    assert versions(client) == before  # nothing registered
+    assert client.post(f"/train/{job['id']}/cancel", headers=admin).status_code == 409
+    assert client.post("/train", json=TINY, headers=admin).status_code == 202  # free again
+    assert client.post("/train/nope/cancel", headers=admin).status_code == 404
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+def test_training_routes_need_the_admin_token(client, headers):
+    for method, path in [
+        ("post", "/train"),
+        ("get", "/train"),
+        ("get", "/train/x"),
+        ("post", "/train/x/cancel"),
+        ("get", "/train/x/events"),
+    ]:
+        r = getattr(client, method)(path, headers=headers, **({"json": TINY} if method == "post" else {}))
+        assert r.status_code == 401, (method, path)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    assert client.get("/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"preset": "tiny", "epochs": 201}, "epochs"),
+        ({"preset": "tiny", "layers": [784, 5000, 10]}, "4096"),
+        ({"preset": "tiny", "layers": [100, 10]}, "start with 784"),
+        ({"preset": "tiny", "lr": -1}, "lr"),
+        ({"preset": "huge"}, "preset"),
+        ({"preset": "tiny", "optimizer": "lbfgs"}, "optimizer"),
+        ({"preset": "tiny", "dropout": 0.5}, "dropout"),
+    ],
+)
+def test_out_of_bounds_settings_are_refused(client, admin, body, message):
+    r = client.post("/train", json=body, headers=admin)
+    assert r.status_code == 422 and message in json.dumps(r.json()["detail"])
+
+
+def test_a_killed_training_process_fails_and_registers_nothing(client, admin):
+    before = versions(client)
+    job = client.post("/train", json=SLOW, headers=admin).json()
+    running = wait_running(client, job["id"], admin)
+    row = client.app.state.jobs.get(job["id"])
+    os.kill(row["pid"], signal.SIGKILL)
+    done, _ = wait_for(client, job["id"], {"failed", "succeeded", "cancelled"}, timeout=15)
+    assert done["status"] == "failed" and "SIGKILL" in done["error"]
+    assert running["progress"]["step"] > 0
+    assert versions(client) == before
+    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
+
+
+def test_restart_marks_running_jobs_interrupted(make_client, settings, admin):
+    # A server that stops while its job runs: the job is told, and says 'interrupted'.
+    c1 = make_client(settings)
+    job = c1.post("/train", json=SLOW, headers=admin).json()
+    wait_running(c1, job["id"], admin)
+    c1.__exit__(None, None, None)
+    store = JobStore(settings.runtime_dir / "jobs.sqlite")
+    assert store.get(job["id"])["status"] == "interrupted"
+    # A server that died without a word: the next start-up finds the orphan.
+    orphan = store.create("tiny", {}, "if_better")
+    store.mark_running(orphan["id"], pid=2**22 + 12345)  # no such process
+    c2 = make_client(settings)
+    j = c2.get(f"/train/{orphan['id']}", headers=admin).json()
+    assert j["status"] == "interrupted" and "restarted" in j["error"]
+    assert c2.post("/train", json=TINY, headers=admin).status_code == 202
+
+
+def test_promotion_gate_both_ways_and_rollback(client, admin):
+    # Against the seed network (83.6%), one epoch of the quick preset wins and is promoted.
+    assert client.post("/models/seed/activate", headers=admin).status_code == 200
+    job = client.post("/train", json={"preset": "quick", "epochs": 1}, headers=admin).json()
+    done, _ = wait_for(client, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["promoted"] is True
+    assert done["result"]["compared_with"] == {"version": "seed", "test_accuracy": pytest.approx(0.8359, abs=1e-4)}
+    assert client.get("/models").json()["active"] == done["version"]
+    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == done["version"]
+    # Against that, a tiny network loses and is not promoted...
+    job = client.post("/train", json=TINY, headers=admin).json()
+    lost, _ = wait_for(client, job["id"], {"succeeded", "failed"})
+    assert lost["promoted"] is False and client.get("/models").json()["active"] == done["version"]
+    # ...unless the request asks for it.
+    job = client.post("/train", json={**TINY, "activate": "always"}, headers=admin).json()
+    forced, _ = wait_for(client, job["id"], {"succeeded", "failed"})
+    assert forced["promoted"] is True and client.get("/models").json()["active"] == forced["version"]
+    # Rollback is activation of an earlier version.
+    assert client.post("/models/default/activate", headers=admin).status_code == 200
+    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
+
+
+def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
+    settings = Settings(runtime_dir=tmp_path / "var", admin_token="t")
+    registry = Registry(settings.runtime_dir, settings.weights_dir)
+    registry.ensure()
+    store = JobStore(settings.runtime_dir / "jobs.sqlite")
+    job = store.create("tiny", preset("tiny").as_dict(), "always")
+    real_savez = weights.np.savez
+
+    def disk_full(f, **arrays):
+        real_savez(f, **{k: v for k, v in list(arrays.items())[:1]})  # a partial write, then:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(weights.np, "savez", disk_full)
+    assert run_job(job["id"], store, registry, None) == "failed"
+    row = store.get(job["id"])
+    assert row["status"] == "failed" and "No space left on device" in row["error"]
+    assert sorted(p.name for p in registry.models.iterdir()) == ["default.npz", "seed.npz"]  # no temp files left
+    assert registry.active_version() == "default"
