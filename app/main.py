@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
@@ -20,9 +21,9 @@ from app.jobs import JobStore
 from app.limits import BodyLimitMiddleware
 from app.logs import setup_logging
 from app.registry import Registry
-from app.routes import models, ops, predict, train
+from app.routes import models, ops, pages, predict, train
 from app.serving import ModelHolder
-from app.settings import Settings, get_settings
+from app.settings import REPO_ROOT, Settings, get_settings
 from app.training import TrainingManager
 
 log = logging.getLogger("digits.app")
@@ -64,8 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.MetricsMiddleware)
-    for router in (predict.router, models.router, train.router, ops.router):
+    for router in (predict.router, models.router, train.router, ops.router, pages.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     _error_handlers(app, settings)
     return app
 

@@ -89,18 +89,20 @@ PRESETS: dict[str, TrainConfig] = {
         val_size=1_000,
         seed=2,
     ),
-    # The shipped model: see README "How the shipped weights were trained".
+    # The shipped model. Weight decay 0.05 was chosen over 0, 0.02 and 0.1 on two seeds (README has the
+    # table); 30 epochs keep `digits train` under 3 minutes on a 2-core machine.
     "default": TrainConfig(
         layers=[784, 1024, 1024, 10],
         optimizer="adam",
         lr=1e-3,
         schedule="cosine",
         lr_min=1e-5,
+        weight_decay=0.05,
         epochs=30,
         batch_size=128,
         augment_shift=2,
-        val_size=2_000,
-        seed=0,
+        val_size=1_000,
+        seed=1,
     ),
     # Seconds, for demos and tests.
     "quick": TrainConfig(layers=[784, 256, 10], epochs=4, batch_size=128, val_size=5_000, seed=0),

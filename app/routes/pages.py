@@ -1,0 +1,26 @@
+"""The two pages: the drawing pad at / and the admin page at /admin."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.settings import REPO_ROOT
+from model.config import PRESETS
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=REPO_ROOT / "templates")
+
+
+@router.get("/", response_class=HTMLResponse)
+def draw_page(request: Request) -> HTMLResponse:
+    model = request.app.state.holder.current
+    return templates.TemplateResponse(
+        request, "index.html", {"page": "draw", "model_version": model.version if model else None}
+    )
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(request: Request) -> HTMLResponse:
+    return templates.TemplateResponse(request, "admin.html", {"page": "admin", "presets": list(PRESETS)})

@@ -1,0 +1,179 @@
+"""Both pages in a real browser (Debian's Chromium via Playwright) against a real uvicorn server."""
+
+import os
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from browser import ARGS, CHROMIUM, SHAPES, draw_digit, ink_pixels, mouse_stroke, touch_stroke, wait_prediction
+from servers import uvicorn_server
+
+pytestmark = pytest.mark.browser
+TOKEN = "browser-token"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with uvicorn_server(tmp_path_factory.mktemp("browser") / "var", workers=1, token=TOKEN) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium (bash .ci/run does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def context(browser, server):
+    ctx = browser.new_context(viewport={"width": 1100, "height": 800}, has_touch=True)
+    outside = []
+    ctx.on("request", lambda r: None if r.url.startswith((server.url, "data:")) else outside.append(r.url))
+    yield ctx
+    ctx.close()
+    assert outside == [], f"requests left the server: {outside}"
+
+
+@pytest.fixture
+def page(context, server) -> Page:
+    page = context.new_page()
+    page.goto(server.url + "/")
+    return page
+
+
+@pytest.mark.parametrize("digit", [1, 7, 0, 4])
+def test_mouse_drawing_is_recognised_live(page, digit):
+    expect(page.locator("#prompt")).to_be_visible()
+    assert page.text_content("#prediction").strip() == ""
+    draw_digit(page, digit)
+    assert wait_prediction(page, digit) == str(digit)
+    expect(page.locator("#probabilities li")).to_have_count(10)
+    expect(page.locator("#probabilities li.best")).to_have_attribute("data-digit", str(digit))
+    expect(page.locator("#model-input")).to_be_visible()
+    expect(page.locator("#prompt")).to_be_hidden()
+    assert page.locator("#model-input").get_attribute("src").startswith("data:image/png;base64,")
+
+
+def test_touch_drag_draws_and_is_recognised(page, context):
+    cdp = context.new_cdp_session(page)
+    touch_stroke(cdp, page, SHAPES[1][0])
+    assert ink_pixels(page) > 2000  # a whole stroke, not a cancelled pan
+    assert wait_prediction(page, 1) == "1"
+    for stroke in SHAPES[7]:
+        page.click("button#clear")
+        touch_stroke(cdp, page, stroke)
+    assert wait_prediction(page, 7) == "7"
+
+
+def test_a_tap_leaves_a_dot(page, server):
+    box = page.locator("canvas#draw").bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    assert ink_pixels(page) > 50
+
+
+def test_clear_and_undo_with_buttons_and_keys(page):
+    draw_digit(page, 1)
+    wait_prediction(page, 1)
+    one = ink_pixels(page)
+    mouse_stroke(page, [(0.2, 0.5), (0.8, 0.5)])  # a cross-bar
+    page.wait_for_timeout(50)
+    assert ink_pixels(page) > one
+    page.click("button#undo")
+    assert ink_pixels(page) == one
+    assert wait_prediction(page, 1) == "1"
+    page.click("button#clear")
+    assert ink_pixels(page) == 0
+    expect(page.locator("#prediction")).to_have_text("")
+    expect(page.locator("#prompt")).to_be_visible()
+    # The keyboard does the same: Ctrl+Z undoes, Escape clears.
+    draw_digit(page, 7)
+    wait_prediction(page, 7)
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")
+    assert ink_pixels(page) == 0
+    expect(page.locator("#prediction")).to_have_text("")
+    draw_digit(page, 0)
+    wait_prediction(page, 0)
+    page.keyboard.press("Escape")
+    assert ink_pixels(page) == 0
+    expect(page.locator("#prompt")).to_be_visible()
+
+
+def test_controls_have_accessible_names(page):
+    expect(page.get_by_role("button", name="Clear")).to_be_visible()
+    expect(page.get_by_role("button", name="Undo")).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile("Drawing area"))).to_be_visible()
+    expect(page.get_by_role("list", name="Probability of each digit")).to_be_visible()
+
+
+def test_phone_width(browser, server):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, device_scale_factor=3)
+    page = ctx.new_page()
+    page.goto(server.url + "/")
+    box = page.locator("canvas#draw").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.evaluate("document.querySelector('canvas#draw').width") >= 3 * (box["width"] - 4) - 2  # crisp
+    cdp = ctx.new_cdp_session(page)
+    touch_stroke(cdp, page, SHAPES[1][0])
+    assert wait_prediction(page, 1) == "1"
+    ctx.close()
+
+
+def test_admin_flow_end_to_end(context, server):
+    page = context.new_page()
+    page.goto(server.url + "/admin")
+    expect(page.locator("#admin")).to_be_hidden()
+    page.fill("#token", "wrong-token")
+    page.click("#sign-in")
+    expect(page.locator("#message")).to_contain_text("refused")
+    expect(page.locator("#admin")).to_be_hidden()
+    page.fill("#token", TOKEN)
+    page.click("#sign-in")
+    expect(page.locator("#admin")).to_be_visible()
+    expect(page.locator("#models tbody tr")).to_have_count(2)  # default and seed
+    expect(page.locator("#models tr[data-version=default] .badge.active")).to_be_visible()
+
+    page.select_option("#preset", "tiny")
+    page.fill("input[name=epochs]", "40")
+    page.fill("input[name=batch_size]", "128")
+    page.click("#start")
+    expect(page.locator("#run")).to_be_visible()
+    page.wait_for_function("document.querySelector('#progress-bar').value > 0", timeout=30_000)
+    page.wait_for_function("document.querySelector('#progress-bar').value >= 1", timeout=60_000)
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#message")).to_contain_text("finished")
+    expect(page.locator("#history tbody tr").first.locator(".badge")).to_have_text("succeeded")
+    expect(page.locator("#models tbody tr")).to_have_count(3)
+    version = httpx.get(server.url + "/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"][0]["version"]
+    row = page.locator(f"#models tr[data-version='{version}']")
+    expect(row).to_be_visible()
+    assert page.evaluate("document.querySelector('#chart').width") > 0
+
+    # Activate the new version, then roll back to the shipped one.
+    row.get_by_role("button", name=f"Activate {version}").click()
+    expect(row.locator(".badge.active")).to_be_visible()
+    assert httpx.get(server.url + "/models").json()["active"] == version
+    page.locator("#models tr[data-version=default]").get_by_role("button", name="Activate default").click()
+    expect(page.locator("#models tr[data-version=default] .badge.active")).to_be_visible()
+    assert httpx.get(server.url + "/models").json()["active"] == "default"
+    # The details show per-class accuracy and the confusion matrix as a heat map.
+    page.locator("#models tr[data-version=default] summary").click()
+    expect(page.locator("#models tr[data-version=default] table.heat td")).to_have_count(100)
+
+
+def test_admin_page_reports_a_refused_request(context, server):
+    page = context.new_page()
+    page.goto(server.url + "/admin")
+    page.fill("#token", TOKEN)
+    page.click("#sign-in")
+    expect(page.locator("#admin")).to_be_visible()
+    page.fill("input[name=layers]", "784, 9999, 10")
+    page.click("#start")
+    expect(page.locator("#message")).to_contain_text("422")
+    expect(page.locator("#message")).to_contain_text("4096")
