@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from threadpoolctl import threadpool_limits
 
 from app import metrics
 from app.auth import resolve_admin_token
@@ -35,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
+        # One BLAS thread per worker: a single image gains nothing from more, and on a small machine
+        # the workers' spin-waiting BLAS threads would fight each other (and training) for the cores.
+        threadpool_limits(limits=1, user_api="blas")
         registry = Registry(settings.runtime_dir, settings.weights_dir)
         registry.ensure()
         metrics.remove_dead_process_files()

@@ -56,9 +56,10 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         if w < 1 or h < 1:
             raise ImageError("undecodable", "image has no pixels")
         try:
-            img.seek(0)  # GIF: the first frame
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # an animation (GIF, APNG, WebP): its first frame
             img.load()
-            img = ImageOps.exif_transpose(img)  # photos: honour the camera's orientation
+            ImageOps.exif_transpose(img, in_place=True)  # photos: honour the camera's orientation
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError("too_large", f"image has more than {max_pixels} pixels") from None
         except Exception as e:
@@ -67,20 +68,28 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
 
 
 def ink_image(img: Image.Image) -> np.ndarray:
-    """Grayscale float array (h, w) in [0, 1] where 1 is ink, whatever the polarity or alpha."""
+    """Float array in [0, 1] where 1 is ink, whatever the polarity or alpha.
+
+    May be cropped to the drawn area (only empty background is removed), which to_mnist does anyway.
+    """
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
-        img = img.convert("RGBA")
-        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) * (1 / 255)
+        rgba = img.convert("RGBA")
+        bbox = rgba.getchannel("A").getbbox()  # in C: where anything at all was drawn
+        if bbox is None:
+            raise ImageError("blank", "no ink found: the image is blank")
+        a = np.asarray(rgba.crop(bbox))  # (h, w, 4) uint8, the drawn area only
+        alpha = a[..., 3].astype(np.float32) * (1 / 255)
+        if bbox != (0, 0, *img.size) or alpha.min() < 1:
+            # A canvas from toDataURL() is transparent where nothing was drawn: its ink is wherever
+            # alpha is. Composited onto a background that contrasts with the ink's own colour (so
+            # black ink and white ink on transparency both count), then inverted if that background
+            # is white: ink = alpha * (1 - gray) for dark ink, alpha * gray for light ink.
+            gray = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) * (1 / 255)
+            opaque = alpha > 0.5
+            ink_is_dark = gray[opaque].mean() < 0.5 if opaque.any() else True
+            return alpha * (1 - gray) if ink_is_dark else alpha * gray
     gray = np.asarray(img.convert("L"), dtype=np.float32) * (1 / 255)  # Pillow's ITU-R 601 luma, in C
-    if has_alpha and alpha.min() < 1:
-        # A canvas from toDataURL() is transparent where nothing was drawn: its ink is wherever
-        # alpha is. Composite onto a background that contrasts with the ink's own colour, so black
-        # ink and white ink on transparency both come out as ink.
-        opaque = alpha > 0.5
-        ink_is_dark = gray[opaque].mean() < 0.5 if opaque.any() else True
-        background = 1.0 if ink_is_dark else 0.0
-        gray = gray * alpha + background * (1 - alpha)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background_level = float(np.median(border))
     if background_level > 0.5:  # dark ink on a light background: turn it into light on dark
@@ -97,8 +106,9 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
         raise ImageError("blank", "no ink found: the image is blank")
     ink = ink / peak
     ink[ink < INK_THRESHOLD] = 0
-    rows, cols = np.nonzero(ink)
-    digit = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = digit.shape
     scale = BOX / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))

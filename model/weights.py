@@ -48,6 +48,7 @@ def save(path: str | os.PathLike, network: Network, metadata: dict[str, Any]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a weights file is as readable as any other
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)  # to a file object, so no ".npz" is appended to the temp name
             f.flush()
@@ -58,6 +59,17 @@ def save(path: str | os.PathLike, network: Network, metadata: dict[str, Any]) ->
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    # Read it where the OS shows it: setting and restoring it would race with other threads.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def _fsync_dir(folder: Path) -> None:

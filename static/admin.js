@@ -228,11 +228,12 @@
     body.replaceChildren();
     for (const job of jobs) {
       const tr = el("tr");
-      tr.append(el("td", when(job.started || job.created)), el("td", job.preset));
+      tr.append(el("td", when(job.started || job.created)), el("td", job.preset, { class: "narrow-hide" }));
       const st = el("td");
       st.append(el("span", job.status, { class: "badge " + job.status }));
       if (job.error) st.append(el("div", job.error, { class: "small error" }));
-      tr.append(st, el("td", secs(job.duration_s)), el("td", pct(job.result && job.result.test_accuracy)));
+      tr.append(st, el("td", secs(job.duration_s), { class: "narrow-hide" }),
+                el("td", pct(job.result && job.result.test_accuracy)));
       tr.append(el("td", job.version ? job.version + (job.promoted ? " (activated)" : "") : "–"));
       body.append(tr);
     }
@@ -283,8 +284,8 @@
         if (test.confusion) details.append(heatmap(test.confusion));
         name.append(details);
       }
-      tr.append(name, el("td", (m.layers || []).join("-")), el("td", pct(test.accuracy)),
-                el("td", pct(m.canvas && m.canvas.accuracy)), el("td", m.created || "–"));
+      tr.append(name, el("td", (m.layers || []).join("-"), { class: "narrow-hide" }), el("td", pct(test.accuracy)),
+                el("td", pct(m.canvas && m.canvas.accuracy)), el("td", m.created || "–", { class: "narrow-hide" }));
       const action = el("td");
       const button = el("button", v.active ? "Active" : "Activate", { type: "button", "aria-label": `Activate ${v.version}` });
       button.disabled = v.active;

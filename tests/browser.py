@@ -5,15 +5,29 @@ from __future__ import annotations
 import math
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Digits as strokes in 0..1 of the pad (x right, y down).
 SHAPES = {
     1: [[(0.52, 0.15), (0.48, 0.85)]],
     7: [[(0.25, 0.2), (0.75, 0.2), (0.42, 0.85)]],
-    0: [[(0.5 + 0.22 * math.cos(a / 20 * 2 * math.pi - math.pi / 2),
-          0.5 + 0.32 * math.sin(a / 20 * 2 * math.pi - math.pi / 2)) for a in range(21)]],
+    0: [
+        [
+            (
+                0.5 + 0.22 * math.cos(a / 20 * 2 * math.pi - math.pi / 2),
+                0.5 + 0.32 * math.sin(a / 20 * 2 * math.pi - math.pi / 2),
+            )
+            for a in range(21)
+        ]
+    ],
     4: [[(0.32, 0.15), (0.26, 0.55), (0.74, 0.55)], [(0.62, 0.3), (0.6, 0.85)]],
 }
 

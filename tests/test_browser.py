@@ -5,9 +5,8 @@ import re
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
-
 from browser import ARGS, CHROMIUM, SHAPES, draw_digit, ink_pixels, mouse_stroke, touch_stroke, wait_prediction
+from playwright.sync_api import Page, expect, sync_playwright
 from servers import uvicorn_server
 
 pytestmark = pytest.mark.browser
@@ -136,7 +135,7 @@ def test_admin_flow_end_to_end(context, server):
     page.fill("#token", TOKEN)
     page.click("#sign-in")
     expect(page.locator("#admin")).to_be_visible()
-    expect(page.locator("#models tbody tr")).to_have_count(2)  # default and seed
+    expect(page.locator("#models > tbody > tr")).to_have_count(2)  # default and seed
     expect(page.locator("#models tr[data-version=default] .badge.active")).to_be_visible()
 
     page.select_option("#preset", "tiny")
@@ -148,9 +147,11 @@ def test_admin_flow_end_to_end(context, server):
     page.wait_for_function("document.querySelector('#progress-bar').value >= 1", timeout=60_000)
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=60_000)
     expect(page.locator("#message")).to_contain_text("finished")
-    expect(page.locator("#history tbody tr").first.locator(".badge")).to_have_text("succeeded")
-    expect(page.locator("#models tbody tr")).to_have_count(3)
-    version = httpx.get(server.url + "/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"][0]["version"]
+    expect(page.locator("#history > tbody > tr").first.locator(".badge")).to_have_text("succeeded")
+    expect(page.locator("#models > tbody > tr")).to_have_count(3)
+    version = httpx.get(server.url + "/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"][0][
+        "version"
+    ]
     row = page.locator(f"#models tr[data-version='{version}']")
     expect(row).to_be_visible()
     assert page.evaluate("document.querySelector('#chart').width") > 0

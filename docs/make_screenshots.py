@@ -1,0 +1,69 @@
+"""Screenshots of both pages at desktop and phone width, for the README: python docs/make_screenshots.py
+
+Starts a real server with the shipped weights, draws a digit on the pad, runs a tiny training job from
+the admin page, and saves docs/{draw,admin}-{desktop,phone}.png.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent / "tests"))
+
+from browser import ARGS, CHROMIUM, SHAPES, draw_digit, touch_stroke, wait_prediction  # noqa: E402
+from servers import uvicorn_server  # noqa: E402
+
+TOKEN = "screenshot-token"
+
+
+def main() -> None:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        uvicorn_server(Path(tmp) / "var", token=TOKEN) as server,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        for name, viewport, scale in (
+            ("desktop", {"width": 1100, "height": 760}, 1),
+            ("phone", {"width": 390, "height": 844}, 2),
+        ):
+            ctx = browser.new_context(viewport=viewport, device_scale_factor=scale, has_touch=True)
+            page = ctx.new_page()
+            page.goto(server.url + "/")
+            if name == "desktop":
+                draw_digit(page, 4)
+                wait_prediction(page, 4)
+            else:
+                cdp = ctx.new_cdp_session(page)
+                for stroke in SHAPES[7]:
+                    touch_stroke(cdp, page, stroke)
+                wait_prediction(page, 7)
+            page.wait_for_timeout(300)
+            page.screenshot(path=DOCS / f"draw-{name}.png", full_page=True)
+
+            page.goto(server.url + "/admin")
+            page.fill("#token", TOKEN)
+            page.click("#sign-in")
+            page.wait_for_selector("#admin:not([hidden])")
+            if name == "desktop":
+                page.select_option("#preset", "tiny")
+                page.fill("input[name=epochs]", "30")
+                page.click("#start")
+                page.wait_for_function(
+                    "document.querySelector('#run-status').textContent === 'succeeded'", timeout=120_000
+                )
+                page.locator("#models tr[data-version=default] summary").click()
+            page.wait_for_timeout(300)
+            page.screenshot(path=DOCS / f"admin-{name}.png", full_page=True)
+            ctx.close()
+        browser.close()
+    print("wrote", ", ".join(sorted(p.name for p in DOCS.glob("*.png"))))
+
+
+if __name__ == "__main__":
+    main()
