@@ -23,17 +23,11 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 from app.jobs import JobStore  # noqa: E402
 from app.logs import setup_logging  # noqa: E402
 from app.registry import Registry  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
-from model.drawings import canvas_set  # noqa: E402
-from model.images import normalise_bytes  # noqa: E402
-from model.network import Network  # noqa: E402
 from model.pipeline import train_and_evaluate  # noqa: E402
 from model.train import Progress, TrainingCancelled  # noqa: E402
 
@@ -43,15 +37,6 @@ PROGRESS_EVERY_S = 0.25
 
 class Interrupted(Exception):
     """The server that started this job went away (or asked it to stop while shutting down)."""
-
-
-def canvas_accuracy(network: Network) -> dict[str, Any]:
-    """Accuracy on the fixed set of generated canvas-style drawings, through the serving path."""
-    drawings = list(canvas_set())
-    x = np.stack([normalise_bytes(d.png).reshape(-1) for d in drawings])
-    y = np.array([d.label for d in drawings])
-    predicted = network.predict(x)
-    return {"accuracy": float((predicted == y).mean()), "n": len(drawings)}
 
 
 class _Watch:
@@ -92,7 +77,6 @@ def run_job(job_id: str, store: JobStore, registry: Registry, data_dir: Path | N
 
     try:
         trained = train_and_evaluate(config, data_dir, on_progress=on_progress, should_stop=watch.should_stop)
-        trained.metadata["canvas"] = canvas_accuracy(trained.network)
         trained.metadata["preset"] = job["preset"]
         trained.metadata["job_id"] = job_id
         version = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + job_id[:6]
@@ -131,6 +115,26 @@ def run_job(job_id: str, store: JobStore, registry: Registry, data_dir: Path | N
     return "succeeded"
 
 
+def lower_priority() -> str:
+    """Predictions first. SCHED_IDLE runs this process only on cycles nobody else wants, and the
+    scheduler preempts it the moment a web worker wakes; nice 19 is the fallback elsewhere.
+
+    This process leads a session of its own (so a Ctrl-C meant for the server's terminal does not hit
+    it), and Linux's autogroup scheduling shares the CPU fairly between sessions before it looks at
+    any process's priority: without lowering the session's own niceness too, this process would get
+    as much CPU as the whole web server (measured: p99 of /predict x5.3 instead of x3 or less).
+    """
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text("19")
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return "SCHED_IDLE"
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
+        return "nice 19"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run one training job (started by the web server).")
     ap.add_argument("--job", required=True)
@@ -138,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path)
     args = ap.parse_args(argv)
     setup_logging()
-    with contextlib.suppress(OSError):
-        os.nice(10)  # predictions first: the web workers keep their priority
+    lower_priority()
 
     def on_sigterm(signum, frame):  # the server is shutting down
         raise Interrupted("the server shut down while the job ran")

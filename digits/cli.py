@@ -88,7 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     t = trained.metadata["training"]
     print(
         f"test accuracy {trained.metadata['test']['accuracy']:.4f} "
-        f"(validation {t['val_accuracy']}), {t['seconds']:.1f} s; wrote {out}"
+        f"(validation {t['val_accuracy']}, canvas drawings {trained.metadata['canvas']['accuracy']:.4f}), "
+        f"{t['seconds']:.1f} s of training; wrote {out}"
     )
     return 0
 

@@ -105,7 +105,7 @@ PRESETS: dict[str, TrainConfig] = {
         seed=1,
     ),
     # Seconds, for demos and tests.
-    "quick": TrainConfig(layers=[784, 256, 10], epochs=4, batch_size=128, val_size=5_000, seed=0),
+    "quick": TrainConfig(layers=[784, 256, 10], lr=2e-3, epochs=5, batch_size=128, val_size=5_000, seed=0),
     # A handful of steps, for the lifecycle tests of the training service.
     "tiny": TrainConfig(layers=[784, 32, 10], lr=3e-3, epochs=1, batch_size=256, train_size=4_000, val_size=1_000),
 }

@@ -11,6 +11,8 @@ import numpy as np
 
 from model.config import TrainConfig
 from model.data import load_mnist, split
+from model.drawings import canvas_set
+from model.images import normalise_bytes
 from model.metrics import evaluate
 from model.network import Network
 from model.train import ProgressCallback, train
@@ -22,6 +24,14 @@ INPUT_NORMALISATION = {
     "shape": [28, 28],
     "preprocess": "mnist-v1",  # crop to ink, longer side 20 px, centre of mass at the centre
 }
+
+
+def canvas_accuracy(network: Network) -> dict[str, Any]:
+    """Accuracy on the fixed set of generated canvas-style drawings, through the serving path."""
+    drawings = list(canvas_set())
+    x = np.stack([normalise_bytes(d.png).reshape(-1) for d in drawings])
+    y = np.array([d.label for d in drawings])
+    return {"accuracy": float((network.predict(x) == y).mean()), "n": len(drawings)}
 
 
 @dataclass
@@ -55,6 +65,7 @@ def train_and_evaluate(
             "python": platform.python_version(),
         },
         "test": test.as_dict(),
+        "canvas": canvas_accuracy(result.network),
         "data_checksum": data.checksum,
     }
     return Trained(result.network, metadata)

@@ -95,6 +95,7 @@ def test_shipped_default_weights_reach_99_2_percent(mnist):
     assert meta["test"]["accuracy"] == pytest.approx(ev.accuracy)
     assert meta["data_checksum"] == mnist.checksum
     assert meta["input_normalisation"]["preprocess"] == "mnist-v1"
+    assert meta["canvas"]["accuracy"] >= 0.97
 
 
 def test_shipped_seed_weights_match_their_metadata(mnist):
@@ -131,6 +132,7 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     _, meta = weights.load(out)
     assert meta["layers"] == [784, 24, 10]
     assert meta["training"]["config"]["epochs"] == 2 and meta["training"]["config"]["lr"] == 0.002
+    assert meta["canvas"]["n"] == 300 and 0 <= meta["canvas"]["accuracy"] <= 1
     capsys.readouterr()
     assert cli(["evaluate", str(out), "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
