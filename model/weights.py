@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from model.config import INPUT_SIZE, N_CLASSES
+from model.files import atomic_file
 from model.network import Network
 
 FORMAT_VERSION = 1
@@ -46,38 +46,9 @@ def save(path: str | os.PathLike, network: Network, metadata: dict[str, Any]) ->
         arrays[f"W{i}"], arrays[f"b{i}"] = W, b
     arrays[METADATA_KEY] = np.array(json.dumps(meta, sort_keys=True))  # a 0-d unicode array
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a weights file is as readable as any other
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # to a file object, so no ".npz" is appended to the temp name
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)  # to a file object, so no ".npz" is appended to the temp name
     return path
-
-
-def _umask() -> int:
-    # Read it where the OS shows it: setting and restoring it would race with other threads.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # makes the rename itself durable
-    finally:
-        os.close(fd)
 
 
 def load(path: str | os.PathLike) -> tuple[Network, dict[str, Any]]:
