@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, with any `extra={...}` fields merged in."""
+"""Structured logs: one JSON object per line, for the app's own loggers and uvicorn's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import logging
 import os
 import time
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +25,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "pid": os.getpid(),
         }
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            entry.update(zip(_ACCESS_FIELDS, record.args, strict=True))  # fields, not just a formatted line
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -26,11 +34,27 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO") -> None:
-    root = logging.getLogger("digits")
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        return
+    """JSON lines on stderr for 'digits.*' and for uvicorn's server and access logs."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    for name in ("digits", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+            continue
+        logger.handlers = [handler] if name != "uvicorn.error" else []  # uvicorn.error propagates to uvicorn
+        logger.propagate = name == "uvicorn.error"
+    logging.getLogger("digits").setLevel(level)
+
+
+# For `digits serve`: uvicorn's own start-up lines in JSON too, from the first one.
+UVICORN_LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": JsonFormatter}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "loggers": {
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}

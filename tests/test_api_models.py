@@ -1,5 +1,6 @@
 """The registry over HTTP: listing, activation and rollback, admin auth, health, readiness, metrics."""
 
+import json
 import logging
 import re
 import shutil
@@ -120,3 +121,24 @@ def test_generated_admin_token_is_shared_and_never_a_default(make_client, tmp_pa
     token3 = (other / "admin_token").read_text().strip()
     assert token3 != token  # random, not built in
     assert c3.post("/models/seed/activate", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_logs_are_json_lines_with_fields():
+    from app.logs import JsonFormatter
+
+    fmt = JsonFormatter()
+    record = logging.LogRecord("digits.serving", logging.ERROR, __file__, 1, "refused %s", ("x",), None)
+    record.version = "broken"
+    entry = json.loads(fmt.format(record))
+    assert entry["msg"] == "refused x" and entry["level"] == "error" and entry["version"] == "broken"
+    access = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "POST", "/predict", "1.1", 200),
+        None,
+    )
+    entry = json.loads(fmt.format(access))
+    assert entry["method"] == "POST" and entry["path"] == "/predict" and entry["status"] == 200

@@ -263,3 +263,13 @@ def test_openapi_documents_every_input_form_with_examples(client):
     assert r.status_code == 200  # the documented example works
     assert client.get("/docs").status_code == 200
     assert json.dumps(spec)  # serialisable
+
+
+def test_uncertain_follows_the_configured_threshold(make_client, settings):
+    line = np.zeros((28, 28))
+    line[14, 6:22] = 255  # a bare stroke: no digit is a clear winner
+    sure = make_client(settings.model_copy(update={"uncertain_below": 0.0}))
+    body = sure.post("/predict", json={"pixels": line.tolist()}).json()
+    assert body["uncertain"] is False and body["confidence"] < 0.999
+    picky = make_client(settings.model_copy(update={"uncertain_below": 0.999}))
+    assert picky.post("/predict", json={"pixels": line.tolist()}).json()["uncertain"] is True

@@ -55,7 +55,20 @@ def test_mouse_drawing_is_recognised_live(page, digit):
     expect(page.locator("#probabilities li.best")).to_have_attribute("data-digit", str(digit))
     expect(page.locator("#model-input")).to_be_visible()
     expect(page.locator("#prompt")).to_be_hidden()
+    expect(page.locator("#uncertain")).to_be_hidden()  # a clear digit
     assert page.locator("#model-input").get_attribute("src").startswith("data:image/png;base64,")
+
+
+def test_an_uncertain_answer_says_not_sure(browser, tmp_path):
+    with uvicorn_server(tmp_path / "var", token=TOKEN, env={"DIGITS_UNCERTAIN_BELOW": "0.999"}) as picky:
+        ctx = browser.new_context(viewport={"width": 1100, "height": 800})
+        page = ctx.new_page()
+        page.goto(picky.url + "/")
+        mouse_stroke(page, [(0.3, 0.5), (0.7, 0.5)])  # a bare dash is no clear digit
+        wait_prediction(page)
+        expect(page.locator("#uncertain")).to_be_visible()
+        expect(page.locator("#uncertain")).to_have_text("not sure")
+        ctx.close()
 
 
 def test_touch_drag_draws_and_is_recognised(page, context):
