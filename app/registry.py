@@ -81,6 +81,14 @@ class Registry:
                 dst = self.models / src.name
                 if not dst.exists():
                     atomic_copy(src, dst)  # several workers may race here; each rename is whole
+                elif dst.stat().st_size != src.stat().st_size or dst.read_bytes() != src.read_bytes():
+                    # Versions are immutable, so newer committed weights do not replace a registered
+                    # version of the same name; say so rather than serve stale weights silently.
+                    log.warning(
+                        "committed weights differ from the registered version of the same name; delete the "
+                        "registered file to take the committed one",
+                        extra={"committed": str(src), "registered": str(dst)},
+                    )
         if not self.pointer.exists() and self.path(DEFAULT_VERSION).exists():
             atomic_write_text(self.pointer, DEFAULT_VERSION + "\n")
 

@@ -142,3 +142,28 @@ def test_logs_are_json_lines_with_fields():
     )
     entry = json.loads(fmt.format(access))
     assert entry["method"] == "POST" and entry["path"] == "/predict" and entry["status"] == 200
+
+
+def test_a_model_expecting_other_input_is_never_served(client, admin, settings):
+    from model import weights as weights_io
+
+    net, meta = weights_io.load(settings.runtime_dir / "models" / "seed.npz")
+    meta["input_normalisation"] = {**meta["input_normalisation"], "preprocess": "resize-whole-canvas"}
+    weights_io.save(settings.runtime_dir / "models" / "other.npz", net, meta)
+    r = client.post("/models/other/activate", headers=admin)
+    assert r.status_code == 422 and "resize-whole-canvas" in r.json()["detail"]
+    assert client.get("/models").json()["active"] == "default"
+
+
+def test_changed_committed_weights_are_reported_not_swapped_in(tmp_path, make_client, caplog):
+    seed_dir = tmp_path / "weights"
+    seed_dir.mkdir()
+    shutil.copy(Settings().weights_dir / "seed.npz", seed_dir / "default.npz")
+    s = Settings(runtime_dir=tmp_path / "var", weights_dir=seed_dir, admin_token="t")
+    make_client(s)
+    registered = (tmp_path / "var" / "models" / "default.npz").read_bytes()
+    shutil.copy(Settings().weights_dir / "default.npz", seed_dir / "default.npz")
+    with caplog.at_level(logging.WARNING, logger="digits.registry"):
+        make_client(s)
+    assert (tmp_path / "var" / "models" / "default.npz").read_bytes() == registered
+    assert any("committed weights differ" in r.getMessage() for r in caplog.records)
