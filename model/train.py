@@ -80,6 +80,7 @@ def train(
     step = 0
     window_loss = window_correct = window_seen = 0.0
     for epoch in range(1, config.epochs + 1):
+        epoch_loss = 0.0
         perm = np.arange(n) if full_batch else rng.permutation(n)
         for start in range(0, n, batch):
             if should_stop is not None and should_stop():
@@ -112,6 +113,7 @@ def train(
                     W *= 1 - lr * config.weight_decay
             step += 1
             window_loss += loss * m
+            epoch_loss += loss * m
             window_correct += float((probs.argmax(axis=1) == yb).sum())
             window_seen += m
             end_of_epoch = start + batch >= n
@@ -122,7 +124,7 @@ def train(
                 result.history.append(
                     {
                         "epoch": epoch,
-                        "loss": loss,
+                        "loss": epoch_loss / n,  # mean over the epoch's samples
                         "val_acc": val_acc,
                         "seconds": round(time.perf_counter() - started, 3),
                     }
