@@ -36,8 +36,15 @@ class Server:
 
 @contextlib.contextmanager
 def uvicorn_server(
-    runtime_dir: Path, workers: int = 1, token: str = "e2e-token", env: dict | None = None, timeout_s: float = 60
+    runtime_dir: Path,
+    workers: int = 1,
+    token: str = "e2e-token",
+    env: dict | None = None,
+    timeout_s: float = 60,
+    cwd: Path = ROOT,
+    command: list[str] | None = None,
 ) -> Iterator[Server]:
+    """A server on a free port of 127.0.0.1; `command` replaces `uvicorn app.main:app` (the port is appended)."""
     runtime_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = runtime_dir / "server.log"
@@ -48,22 +55,21 @@ def uvicorn_server(
         "ADMIN_TOKEN": token,
         **(env or {}),
     }
-    cmd = [
+    cmd = command or [
         sys.executable,
         "-m",
         "uvicorn",
         "app.main:app",
         "--host",
         "127.0.0.1",
-        "--port",
-        str(port),
         "--workers",
         str(workers),
         "--no-access-log",
     ]
+    cmd = [*cmd, "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

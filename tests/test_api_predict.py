@@ -258,6 +258,7 @@ def test_openapi_documents_every_input_form_with_examples(client):
     assert {"multipart/form-data", "application/json", "image/png"} <= set(content)
     examples = content["application/json"]["examples"]
     assert len(examples) >= 4
+    assert content["multipart/form-data"]["examples"] and content["image/png"]["examples"]
     sample = next(iter(examples.values()))["value"]["image"]
     r = client.post("/predict", json={"image": sample})
     assert r.status_code == 200  # the documented example works

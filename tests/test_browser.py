@@ -5,7 +5,17 @@ import re
 
 import httpx
 import pytest
-from browser import ARGS, CHROMIUM, SHAPES, draw_digit, ink_pixels, mouse_stroke, touch_stroke, wait_prediction
+from browser import (
+    ARGS,
+    CHROMIUM,
+    SHAPES,
+    draw_digit,
+    ink_pixels,
+    mouse_stroke,
+    pad_to_page,
+    touch_stroke,
+    wait_prediction,
+)
 from playwright.sync_api import Page, expect, sync_playwright
 from servers import uvicorn_server
 
@@ -69,6 +79,46 @@ def test_an_uncertain_answer_says_not_sure(browser, tmp_path):
         expect(page.locator("#uncertain")).to_be_visible()
         expect(page.locator("#uncertain")).to_have_text("not sure")
         ctx.close()
+
+
+def test_classified_while_drawing_with_one_request_in_flight(page, context, server):
+    # A slow network (400 ms a request) makes requests overlap unless the page holds them back.
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 400, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    in_flight, most, started = 0, 0, []
+
+    def on_request(r):
+        nonlocal in_flight, most
+        if r.url.startswith(server.url + "/predict"):
+            in_flight += 1
+            most = max(most, in_flight)
+            started.append(r)
+
+    def on_done(r):
+        nonlocal in_flight
+        if r.url.startswith(server.url + "/predict"):
+            in_flight -= 1
+
+    page.on("request", on_request)
+    page.on("requestfinished", on_done)
+    page.on("requestfailed", on_done)
+    x, y = pad_to_page(page, 0.5, 0.1)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for i in range(1, 9):  # a slow stroke, pausing longer than the debounce at every step
+        x, y = pad_to_page(page, 0.5, 0.1 + 0.1 * i)
+        page.mouse.move(x, y, steps=8)
+        page.wait_for_timeout(200)
+    during = len(started)
+    shown_during = page.text_content("#prediction").strip()
+    page.mouse.up()
+    assert wait_prediction(page, 1) == "1"
+    assert during >= 2 and shown_during != ""  # answers arrive before the pen lifts
+    assert most == 1
 
 
 def test_touch_drag_draws_and_is_recognised(page, context):

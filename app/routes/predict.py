@@ -61,6 +61,12 @@ _PREDICT_BODY = {
                     "required": ["file"],
                 },
                 "encoding": {"file": {"contentType": "image/png, image/jpeg, image/webp, image/bmp, image/gif"}},
+                "examples": {
+                    "an image file": {
+                        "summary": "curl -F file=@digit.png http://127.0.0.1:8000/predict",
+                        "value": {"file": "(the bytes of digit.png)"},
+                    }
+                },
             },
             "application/json": {
                 "schema": {"oneOf": [PredictImage.model_json_schema(), PredictPixels.model_json_schema()]},
@@ -73,7 +79,16 @@ _PREDICT_BODY = {
                     "pixels 0..1, 28x28": {"value": {"pixels": [[0.0] * 14 + [1.0] + [0.0] * 13] * 28}},
                 },
             },
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {
+                "schema": {"type": "string", "format": "binary"},
+                "examples": {
+                    "raw bytes": {
+                        "summary": "curl -H 'Content-Type: image/png' --data-binary @digit.png "
+                        "http://127.0.0.1:8000/predict (also image/jpeg, image/webp, image/bmp, image/gif)",
+                        "value": "(the bytes of digit.png)",
+                    }
+                },
+            },
         },
     }
 }
