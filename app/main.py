@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Handwritten-digit recognition by a NumPy network trained on MNIST.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by app.routes.pages from vendored assets instead of a CDN
+        redoc_url=None,
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

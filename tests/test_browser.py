@@ -241,3 +241,10 @@ def test_admin_page_reports_a_refused_request(context, server):
     page.click("#start")
     expect(page.locator("#message")).to_contain_text("422")
     expect(page.locator("#message")).to_contain_text("4096")
+
+
+def test_api_docs_render_offline(context, server):
+    page = context.new_page()
+    page.goto(server.url + "/docs")
+    expect(page.locator(".swagger-ui .opblock-summary-path", has_text="/predict").first).to_be_visible()
+    # the context fixture asserts that nothing was requested from anywhere but this server
