@@ -13,103 +13,18 @@ from app.deps import get_loaded_model
 from app.inputs import IMAGE_MEDIA_TYPES, InputError, decode_base64_image, image_input, json_input, media_type
 from app.metrics import PREDICTIONS
 from app.registry import LoadedModel
+from app.routes.predict_docs import BATCH_BODY, ERRORS, PREDICT_BODY
 from app.schemas import (
     BatchItem,
     BatchItemError,
     BatchResponse,
-    ErrorBody,
     PredictBatchJSON,
-    PredictImage,
     Prediction,
-    PredictPixels,
 )
 from app.settings import Settings
 from model.images import to_png
 
 router = APIRouter(tags=["predict"])
-
-
-def _example_png() -> str:
-    """A small drawn "1" for the OpenAPI examples, made once at import."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGBA", (56, 56), (0, 0, 0, 0))
-    ImageDraw.Draw(img).line([(30, 8), (26, 48)], fill=(0, 0, 0, 255), width=5)
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-_TINY_PNG = _example_png()
-_ERRORS = {
-    400: {"model": ErrorBody, "description": "undecodable image, bad base64 or bad JSON"},
-    413: {"model": ErrorBody, "description": "body over the size limit, or image over the pixel limit"},
-    415: {"model": ErrorBody, "description": "unsupported content type or image format"},
-    422: {"model": ErrorBody, "description": "no ink found; NaN, out-of-range or wrong-shape pixels"},
-    503: {"model": ErrorBody, "description": "no valid model loaded yet"},
-}
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                },
-                "encoding": {"file": {"contentType": "image/png, image/jpeg, image/webp, image/bmp, image/gif"}},
-                "examples": {
-                    "an image file": {
-                        "summary": "curl -F file=@digit.png http://127.0.0.1:8000/predict",
-                        "value": {"file": "(the bytes of digit.png)"},
-                    }
-                },
-            },
-            "application/json": {
-                "schema": {"oneOf": [PredictImage.model_json_schema(), PredictPixels.model_json_schema()]},
-                "examples": {
-                    "data URL (a browser canvas)": {"value": {"image": f"data:image/png;base64,{_TINY_PNG}"}},
-                    "bare base64": {"value": {"image": _TINY_PNG}},
-                    "pixels 0..255, 784 flat": {
-                        "value": {"pixels": [0] * 300 + [255] * 20 + [0] * 464, "scale": "byte"}
-                    },
-                    "pixels 0..1, 28x28": {"value": {"pixels": [[0.0] * 14 + [1.0] + [0.0] * 13] * 28}},
-                },
-            },
-            "image/png": {
-                "schema": {"type": "string", "format": "binary"},
-                "examples": {
-                    "raw bytes": {
-                        "summary": "curl -H 'Content-Type: image/png' --data-binary @digit.png "
-                        "http://127.0.0.1:8000/predict (also image/jpeg, image/webp, image/bmp, image/gif)",
-                        "value": "(the bytes of digit.png)",
-                    }
-                },
-            },
-        },
-    }
-}
-_BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                    "required": ["files"],
-                }
-            },
-            "application/json": {
-                "schema": PredictBatchJSON.model_json_schema(),
-                "examples": {"two images": {"value": {"images": [f"data:image/png;base64,{_TINY_PNG}", _TINY_PNG]}}},
-            },
-        },
-    }
-}
 
 
 def _prediction(probs: np.ndarray, x: np.ndarray, model: LoadedModel, settings: Settings, return_input: bool):
@@ -150,8 +65,8 @@ async def _single_input(request: Request, settings: Settings) -> np.ndarray:
     "/predict",
     response_model=Prediction,
     response_model_exclude_none=True,
-    responses=_ERRORS,
-    openapi_extra=_PREDICT_BODY,
+    responses=ERRORS,
+    openapi_extra=PREDICT_BODY,
     summary="Classify one digit",
 )
 async def predict(
@@ -178,8 +93,8 @@ async def predict(
     "/predict/batch",
     response_model=BatchResponse,
     response_model_exclude_none=True,
-    responses=_ERRORS,
-    openapi_extra=_BATCH_BODY,
+    responses=ERRORS,
+    openapi_extra=BATCH_BODY,
     summary="Classify up to 256 digits",
 )
 async def predict_batch(request: Request, return_input: bool = False) -> BatchResponse:
