@@ -274,3 +274,17 @@ def test_uncertain_follows_the_configured_threshold(make_client, settings):
     assert body["uncertain"] is False and body["confidence"] < 0.999
     picky = make_client(settings.model_copy(update={"uncertain_below": 0.999}))
     assert picky.post("/predict", json={"pixels": line.tolist()}).json()["uncertain"] is True
+
+
+def test_a_large_photo_like_image_is_recognised(client):
+    """12 megapixels of grey, unevenly lit, noisy paper with a pen-drawn 5, as a phone might send."""
+    ink = np.asarray(Image.open(io.BytesIO(_digit_png(5, "white", seed=3))).convert("L"), np.float32) / 255
+    ink = np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).resize((4000, 3000)), np.float32) / 255
+    rng = np.random.default_rng(0)
+    light = np.linspace(0.65, 0.85, 4000, dtype=np.float32)[None, :]  # brighter to the right
+    paper = light + rng.normal(0, 0.03, (3000, 4000)).astype(np.float32)
+    photo = np.clip(paper * ink + 0.15 * (1 - ink), 0, 1)  # ink is dark grey, not black
+    jpg = png_bytes(Image.fromarray((photo * 255).astype(np.uint8)).convert("RGB"), "JPEG", quality=85)
+    r = client.post("/predict", files={"file": ("photo.jpg", jpg, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    assert r.json()["digit"] == 5
