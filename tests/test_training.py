@@ -92,7 +92,8 @@ def test_shipped_default_weights_reach_99_2_percent(mnist):
     net, meta = weights.load(ROOT / "weights" / "default.npz")
     ev = evaluate(net, mnist.test)
     assert ev.accuracy >= 0.992
-    assert meta["test"]["accuracy"] == pytest.approx(ev.accuracy)
+    # Another BLAS kernel may round a borderline image the other way: allow a few of 10,000.
+    assert meta["test"]["accuracy"] == pytest.approx(ev.accuracy, abs=5e-4)
     assert meta["data_checksum"] == mnist.checksum
     assert meta["input_normalisation"]["preprocess"] == "mnist-v1"
     assert meta["canvas"]["accuracy"] >= 0.97
@@ -102,7 +103,7 @@ def test_shipped_seed_weights_match_their_metadata(mnist):
     net, meta = weights.load(ROOT / "weights" / "seed.npz")
     assert net.sizes == [784, 10, 10]
     accuracy = evaluate(net, mnist.test).accuracy
-    assert accuracy == pytest.approx(meta["test"]["accuracy"])
+    assert accuracy == pytest.approx(meta["test"]["accuracy"], abs=5e-4)  # a few images, for other BLAS kernels
     assert 0.83 <= accuracy <= 0.86
 
 
