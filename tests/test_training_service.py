@@ -3,7 +3,9 @@
 import errno
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -229,3 +231,33 @@ def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
     assert row["status"] == "failed" and "No space left on device" in row["error"]
     assert sorted(p.name for p in registry.models.iterdir()) == ["default.npz", "seed.npz"]  # no temp files left
     assert registry.active_version() == "default"
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 512 KiB tmpfs: room for a small model, not for a 784-256-10 one (800 KB)."""
+    mountpoint = tmp_path / "models"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_a_real_full_disk_fails_the_job_and_keeps_serving(tmp_path, tiny_filesystem, make_client, admin):
+    weights_dir = tmp_path / "committed"
+    weights_dir.mkdir()
+    shutil.copy(Settings().weights_dir / "seed.npz", weights_dir / "default.npz")  # 38 KB: it fits
+    runtime = tmp_path / "var"
+    runtime.mkdir()
+    (runtime / "models").symlink_to(tiny_filesystem)
+    client = make_client(Settings(runtime_dir=runtime, weights_dir=weights_dir, admin_token=TOKEN))
+    job = client.post("/train", json={**TINY, "layers": [784, 256, 10], "activate": "always"}, headers=admin).json()
+    done, _ = wait_for(client, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "failed" and "No space left on device" in done["error"]
+    assert sorted(p.name for p in tiny_filesystem.iterdir()) == ["default.npz"]  # no partial file left
+    assert client.get("/models").json()["active"] == "default"
+    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
