@@ -146,11 +146,6 @@ class JobStore:
             db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(data), job_id))
             db.execute("COMMIT")
 
-    def cancel_requested(self, job_id: str) -> bool:
-        with self._connect() as db:
-            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return bool(row and row["cancel_requested"])
-
     def active_jobs(self) -> list[dict[str, Any]]:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running')").fetchall()

@@ -68,17 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by app.routes.pages from vendored assets instead of a CDN
         redoc_url=None,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.MetricsMiddleware)
     for router in (predict.router, models.router, train.router, ops.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
-    _error_handlers(app, settings)
+    _error_handlers(app)
     return app
 
 
-def _error_handlers(app: FastAPI, settings: Settings) -> None:
+def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)

@@ -40,7 +40,11 @@ class Interrupted(Exception):
 
 
 class _Watch:
-    """The per-step checks: a cancel flag in the database, and whether the parent still lives."""
+    """The per-step checks: a cancel flag in the database, and whether the parent still lives.
+
+    It keeps one connection open: a check runs before every step, and opening a connection each
+    time (as JobStore does for its occasional calls) would cost more than reading the flag.
+    """
 
     def __init__(self, db_path: Path, job_id: str) -> None:
         self.db = sqlite3.connect(db_path, timeout=10)

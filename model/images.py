@@ -134,13 +134,9 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
     return out
 
 
-def normalise_image(img: Image.Image) -> np.ndarray:
-    return to_mnist(ink_image(img))
-
-
 def normalise_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Image file bytes -> (28, 28) float32 in [0, 1], ink bright: what the network reads."""
-    return normalise_image(decode(data, max_pixels))
+    return to_mnist(ink_image(decode(data, max_pixels)))
 
 
 def naive_bytes(data: bytes) -> np.ndarray:

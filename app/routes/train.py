@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.auth import AdminDep
+from app.deps import get_manager, get_store
 from app.jobs import TERMINAL, JobConflict, JobStore
 from app.schemas import MAX_UNITS, ErrorBody, TrainJob, TrainJobList, TrainRequest
 from app.training import TrainingManager
@@ -23,14 +24,6 @@ router = APIRouter(
     responses={401: {"model": ErrorBody, "description": "admin token missing or wrong"}},
 )
 EVENT_POLL_S = 0.25
-
-
-def get_store(request: Request) -> JobStore:
-    return request.app.state.jobs
-
-
-def get_manager(request: Request) -> TrainingManager:
-    return request.app.state.training
 
 
 def _job(job: dict[str, Any]) -> TrainJob:
