@@ -14,7 +14,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY model/__init__.py model/__init__.py
 COPY app/__init__.py app/__init__.py
-COPY app/routes/__init__.py app/routes/__init__.py
+COPY app/api/__init__.py app/api/__init__.py
+COPY app/api/routes/__init__.py app/api/routes/__init__.py
+COPY app/infra/__init__.py app/infra/__init__.py
+COPY app/services/__init__.py app/services/__init__.py
 COPY digits/__init__.py digits/__init__.py
 RUN pip install -e .
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.config import PRESETS, TrainConfig, preset
+from model.config import CHOICES, PRESETS, TrainConfig, preset
 from model.data import DataError, load_mnist
-from model.metrics import evaluate
+from model.evaluation import evaluate
+from model.train import Progress
 from model.weights import WeightsError
 
 
@@ -32,6 +33,8 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         hint = hints[f.name]
         if f.name == "layers":
             group.add_argument(flag, type=int, nargs="+", metavar="N", help="e.g. 784 512 256 10")
+        elif f.name in CHOICES:
+            group.add_argument(flag, choices=CHOICES[f.name])
         elif hint in (int, int | None):
             group.add_argument(flag, type=int)
         elif hint is float:
@@ -48,10 +51,31 @@ def _overrides(args: argparse.Namespace) -> dict:
     }
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class _ProgressBar:
+    """A tqdm bar over the run's steps, made at the first report (when the total is known)."""
 
-    from model.pipeline import train_and_evaluate
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.last_step = quiet, None, 0
+
+    def __call__(self, p: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=p.total_steps, unit="step", disable=self.quiet, file=sys.stderr)
+        self.bar.update(p.step - self.last_step)
+        self.last_step = p.step
+        postfix = {"epoch": f"{p.epoch}/{p.epochs}", "loss": f"{p.loss:.4f}", "acc": f"{p.train_acc:.3f}"}
+        if p.val_acc is not None:
+            postfix["val"] = f"{p.val_acc:.4f}"
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.experiment import run_experiment
     from model.weights import save
 
     try:
@@ -61,35 +85,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or f"weights/{args.preset}.npz")
     print(f"training preset {args.preset!r}: {json.dumps(config.as_dict())}", file=sys.stderr)
-    bar = None
-    last_step = 0
-
-    def on_progress(p) -> None:
-        nonlocal bar, last_step
-        if bar is None:
-            bar = tqdm(total=p.total_steps, unit="step", disable=args.quiet, file=sys.stderr)
-        bar.update(p.step - last_step)
-        last_step = p.step
-        postfix = {"epoch": f"{p.epoch}/{p.epochs}", "loss": f"{p.loss:.4f}", "acc": f"{p.train_acc:.3f}"}
-        if p.val_acc is not None:
-            postfix["val"] = f"{p.val_acc:.4f}"
-        bar.set_postfix(postfix, refresh=False)
-
+    bar = _ProgressBar(args.quiet)
     try:
-        trained = train_and_evaluate(config, args.data_dir, on_progress=on_progress)
+        trained = run_experiment(config, args.data_dir, on_progress=bar)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        if bar is not None:
-            bar.close()
-    trained.metadata["preset"] = args.preset
-    save(out, trained.network, trained.metadata)
-    t = trained.metadata["training"]
+        bar.close()
+    card = trained.card.replace(preset=args.preset)
+    save(out, trained.network, card)
+    canvas = card.canvas.accuracy if card.canvas else float("nan")
     print(
-        f"test accuracy {trained.metadata['test']['accuracy']:.4f} "
-        f"(validation {t['val_accuracy']}, canvas drawings {trained.metadata['canvas']['accuracy']:.4f}), "
-        f"{t['seconds']:.1f} s of training; wrote {out}"
+        f"test accuracy {card.test_accuracy:.4f} (validation {card.training.val_accuracy}, "
+        f"canvas drawings {canvas:.4f}), {card.training.seconds:.1f} s of training; wrote {out}"
     )
     return 0
 
@@ -156,7 +165,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.logs import UVICORN_LOG_CONFIG
+    from app.infra.logs import UVICORN_LOG_CONFIG
 
     uvicorn.run(
         "app.main:app",
@@ -170,20 +179,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from app.infra.settings import Settings
+
+    data_dir = Settings().data_dir  # where the server looks too: one reading of DIGITS_DATA_DIR
     parser = argparse.ArgumentParser(prog="digits", description="Handwritten-digit recognizer in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a preset and write a weights file")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS))
     p.add_argument("--out", help="weights file to write (default: weights/PRESET.npz)")
-    p.add_argument("--data-dir", help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
+    p.add_argument("--data-dir", default=data_dir, help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on MNIST test")
     p.add_argument("weights", nargs="?", default="weights/default.npz")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", default=data_dir, help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -1,4 +1,8 @@
-"""Training configurations and the named presets."""
+"""Training configurations, the named presets, and the allowed values of every setting.
+
+The API's schemas, the CLI's choices and the admin page's form all read their allowed values from
+here (and from the modules named below), so a new optimizer or preset appears everywhere at once.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.optimizers import OPTIMIZERS, SCHEDULES
+from model.network import DTYPES, INIT_SCHEMES, Network
+from model.optimizers import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, make_optimizer
+from model.spec import N_CLASSES, N_PIXELS
 
-INPUT_SIZE, N_CLASSES = 784, 10
+MAX_SHIFT = 4  # pixels; a digit is 20 px in a 28 px frame, so more moves ink out of the frame
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INIT_SCHEMES, "dtype": DTYPES}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     layers: list[int] = field(default_factory=lambda: [784, 256, 10])
-    init: str = "he"  # "he", or "uniform" in [-0.5, 0.5) as the seed network did
+    init: str = "he"  # "he", or "uniform" in [-0.5, 0.5) as the seed network did (INIT_SCHEMES)
     optimizer: str = "adam"
     lr: float = 1e-3
     schedule: str = "cosine"
@@ -38,28 +45,23 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         p = []
-        if len(self.layers) < 2 or self.layers[0] != INPUT_SIZE or self.layers[-1] != N_CLASSES:
-            p.append(f"layers must start with {INPUT_SIZE} and end with {N_CLASSES}, got {self.layers}")
+        if len(self.layers) < 2 or self.layers[0] != N_PIXELS or self.layers[-1] != N_CLASSES:
+            p.append(f"layers must start with {N_PIXELS} and end with {N_CLASSES}, got {self.layers}")
         if any(int(n) < 1 for n in self.layers):
             p.append("every layer needs at least one unit")
-        if self.init not in ("he", "uniform"):
-            p.append(f"init must be 'he' or 'uniform', got {self.init!r}")
-        if self.optimizer not in OPTIMIZERS:
-            p.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            p.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                p.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.lr > 0:
             p.append("lr must be positive")
         if self.epochs < 1:
             p.append("epochs must be at least 1")
         if self.batch_size < 0:
             p.append("batch_size must be 0 (full batch) or positive")
-        if not 0 <= self.augment_shift <= 4:
-            p.append("augment_shift must be within 0-4 pixels")
+        if not 0 <= self.augment_shift <= MAX_SHIFT:
+            p.append(f"augment_shift must be within 0-{MAX_SHIFT} pixels")
         if self.val_size < 0:
             p.append("val_size must be >= 0")
-        if self.dtype not in ("float32", "float64"):
-            p.append("dtype must be float32 or float64")
         return p
 
     def replace(self, **overrides: Any) -> TrainConfig:
@@ -70,6 +72,23 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    # ---- what the training loop builds from it ----------------------------------------------------
+
+    def optimizer_for(self, net: Network) -> Optimizer:
+        opt = make_optimizer(self.optimizer, net.n_params, net.dtype, momentum=self.momentum)
+        return opt.with_weight_decay(self.weight_decay, net.W)  # weights only, never the biases
+
+    def schedule_for(self, steps_per_epoch: int) -> Schedule:
+        return Schedule(
+            self.schedule,
+            self.lr,
+            steps_per_epoch * self.epochs,
+            lr_min=self.lr_min,
+            steps_per_epoch=steps_per_epoch,
+            step_epochs=self.step_epochs,
+            gamma=self.gamma,
+        )
 
 
 PRESETS: dict[str, TrainConfig] = {

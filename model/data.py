@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT / "data" / "mnist"
-DATA_DIR_ENV = "DIGITS_DATA_DIR"
+from model.paths import MNIST_DIR
+from model.spec import N_PIXELS, SIDE
 
 # MD5 of each file's uncompressed content, as published with the original files.
 MNIST_MD5 = {
@@ -23,17 +22,10 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
-SIDE = 28
-N_PIXELS = SIDE * SIDE
 
 
 class DataError(ValueError):
     """A data file is missing, damaged or not what it claims to be."""
-
-
-def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The MNIST folder: the argument, else $DIGITS_DATA_DIR, else the repository's data/mnist."""
-    return Path(path or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -130,7 +122,8 @@ def _pair(folder: Path, prefix: str) -> tuple[Dataset, list[str]]:
 
 
 def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
-    folder = data_dir(path)
+    """MNIST from `path` (default: the copy shipped in the repository's data/mnist)."""
+    folder = Path(path or MNIST_DIR)
     train, sums_train = _pair(folder, "train")
     test, sums_test = _pair(folder, "t10k")
     checksum = hashlib.md5("".join(sums_train + sums_test).encode()).hexdigest()
@@ -181,11 +174,6 @@ def split(train: Dataset, train_size: int | None, val_size: int) -> tuple[Datase
     if train_size < 1 or val_size < 0 or train_size + val_size > n:
         raise DataError(f"cannot split {n} images into {train_size} training + {val_size} validation")
     return train.slice(0, train_size), train.slice(train_size, train_size + val_size)
-
-
-def to_float(x: np.ndarray, dtype: type = np.float32, out: np.ndarray | None = None) -> np.ndarray:
-    """The network's input normalisation: pixel / 255, so 0 = background and 1 = full ink."""
-    return np.multiply(x, np.asarray(1 / 255, dtype), out=out, dtype=dtype, casting="unsafe")
 
 
 class ShiftAugmenter:

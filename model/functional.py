@@ -1,4 +1,4 @@
-"""The maths of the network: activations, softmax and the loss.
+"""The maths of the network's output: softmax for answers, softmax cross-entropy for training.
 
 Rows are samples throughout: a batch of m images is an (m, 784) array. The seed network wrote
 the same equations column-wise (Z1 = W1 X + b1 with X of shape (784, m)); here that reads
@@ -8,10 +8,6 @@ Z1 = X @ W1 + b1 with W1 of shape (784, 10), the transpose of the seed's.
 from __future__ import annotations
 
 import numpy as np
-
-
-def relu(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -25,18 +21,25 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def softmax_(z: np.ndarray) -> np.ndarray:
+    """softmax, in place: the logits buffer (m, k) becomes the probabilities. Returns z."""
+    z -= z.max(axis=1, keepdims=True)  # s = z - max(z), every entry <= 0
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)  # (m, 1), >= 1 because the max entry is exp(0)
+    return z
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of integer labels under softmax(logits); finite for any finite logits."""
-    logp = log_softmax(logits)  # (m, 10)
+    """Mean cross-entropy of integer labels under softmax(logits); finite for any finite logits.
+
+    The obvious, allocating version, kept as the reference the fused training loss is checked against.
+    """
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (m, 10)
     return float(-logp[np.arange(len(labels)), labels].mean())
 
 
-def softmax_cross_entropy_(z: np.ndarray, labels: np.ndarray | None) -> float:
+def softmax_cross_entropy_(z: np.ndarray, labels: np.ndarray) -> float:
     """Turn logits z (m, k) into probabilities in place; return the mean loss of `labels`.
 
     In place because this sits on the training hot path: the logits buffer becomes A2.
@@ -44,10 +47,8 @@ def softmax_cross_entropy_(z: np.ndarray, labels: np.ndarray | None) -> float:
     log(softmax(z)) would give log(0) = -inf.
     """
     z -= z.max(axis=1, keepdims=True)  # s = z - max(z), every entry <= 0
-    picked = z[np.arange(len(labels)), labels] if labels is not None else None
+    picked = z[np.arange(len(labels)), labels]  # s_y, (m,)
     np.exp(z, out=z)
     total = z.sum(axis=1, keepdims=True)  # (m, 1), >= 1 because the max entry is exp(0)
     z /= total
-    if picked is None:
-        return float("nan")
     return float(np.mean(np.log(total[:, 0]) - picked))

@@ -6,7 +6,8 @@ a canvas, scanned or photographed gets the same treatment here; resizing a whole
 28x28 instead gives the network inputs unlike anything it was trained on (tests/test_canvas_set.py
 measures how much that costs).
 
-Used by the web server and by `digits predict`, so both see exactly the same input.
+Used by the web server and by `digits predict`, so both see exactly the same input. This recipe is
+`model.spec.NORMALISATION`; a change to what it produces needs a new name there.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-PIPELINE = "mnist-v1"  # recorded in weights metadata (model.pipeline.INPUT_NORMALISATION)
+from model.spec import SIDE
+
 SUPPORTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF"}
 DEFAULT_MAX_PIXELS = 16_000_000  # 4000 x 4000
 WORKING_SIDE = 1024  # larger images are reduced to this before any per-pixel work
 
-SIDE, BOX = 28, 20
+BOX = 20  # the longer side of the digit inside the 28x28 frame
 INK_THRESHOLD = 0.1  # of the strongest ink: below this, a pixel is background noise
 MIN_INK = 40 / 255  # an image whose strongest ink is fainter than this is blank
 

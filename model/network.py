@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from model.functional import softmax_cross_entropy_
+from model.functional import softmax_, softmax_cross_entropy_
 
 INIT_SCHEMES = ("he", "uniform")
+DTYPES = ("float32", "float64")
+
+
+class BatchResult(NamedTuple):
+    loss: float  # mean cross-entropy over the batch
+    probabilities: np.ndarray  # (m, 10), a view of a training buffer: valid until the next backprop
 
 
 class Network:
@@ -33,8 +40,8 @@ class Network:
             raise ValueError(f"layer sizes must be at least two positive integers, got {sizes}")
         self.sizes = sizes
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if self.dtype.name not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype}")
         shapes = [(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)]
         total = sum(i * o + o for i, o in shapes)
         self.params = np.zeros(total, self.dtype)
@@ -118,8 +125,7 @@ class Network:
             part = X[start : start + chunk]
             acts = self._inference_buffers(len(part))
             self._forward_into(part, acts)
-            softmax_cross_entropy_(acts[-1], None)
-            out[start : start + len(part)] = acts[-1]
+            out[start : start + len(part)] = softmax_(acts[-1])
         return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -135,10 +141,10 @@ class Network:
             self._train_buffers[m] = (acts, deltas)
         return self._train_buffers[m]
 
-    def loss_and_grads(self, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Forward and backward pass over a batch; fills self.grads with the batch means.
+    def backprop(self, X: np.ndarray, y: np.ndarray) -> BatchResult:
+        """Forward and backward pass over a batch: fills self.grads (so dW, db) with the batch means.
 
-        Returns the mean loss and the probabilities (m, 10), valid until the next call.
+        Returns the batch's mean loss and probabilities, which the training loop's statistics use.
         """
         X = self._as_input(X)
         m = len(X)  # the batch's own size, never a global
@@ -161,4 +167,4 @@ class Network:
             np.matmul(dZ, self.W[l].T, out=dA)  # (m, n_out) @ (n_out, n_in) -> (m, n_in)
             dA[A_prev <= 0] = 0  # * ReLU'(Z_prev): A_prev > 0 exactly where Z_prev > 0
             dZ = dA
-        return loss, P
+        return BatchResult(loss, P)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from model.config import TrainConfig
-from model.data import Dataset, ShiftAugmenter, to_float
-from model.metrics import evaluate
+from model.data import Dataset, ShiftAugmenter
+from model.evaluation import evaluate
 from model.network import Network
-from model.optimizers import learning_rate, make_optimizer
+from model.spec import from_pixels
 
 
 class TrainingCancelled(Exception):
@@ -36,7 +37,7 @@ class Progress:
     def eta_s(self) -> float:
         return self.elapsed_s / max(self.step, 1) * (self.total_steps - self.step)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "eta_s": self.eta_s}
 
 
@@ -44,11 +45,68 @@ class Progress:
 class TrainResult:
     network: Network
     config: TrainConfig
-    history: list[dict] = field(default_factory=list)  # one entry per epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
     seconds: float = 0.0
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+class Batches:
+    """The training set as float batches: shuffled each epoch (unless full-batch), shifted if asked.
+
+    The rng is drawn in a fixed order (one permutation per epoch, then two shift draws per batch),
+    so a seed reproduces a run.
+    """
+
+    def __init__(self, data: Dataset, config: TrainConfig, rng: np.random.Generator) -> None:
+        self.n = len(data)
+        self.size = self.n if config.batch_size == 0 else min(config.batch_size, self.n)
+        self.steps_per_epoch = -(-self.n // self.size)
+        self.rng, self.dtype = rng, np.dtype(config.dtype)
+        self.augmenter = ShiftAugmenter(data.x, config.augment_shift) if config.augment_shift else None
+        self.x_all = None if self.augmenter else from_pixels(data.x, self.dtype)  # (n, 784), normalised once
+        self.x_batch = np.empty((self.size, data.x.shape[1]), self.dtype)
+        self.y_all = data.y.astype(np.intp)
+
+    def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(x, y) batches of one epoch: x (m, 784) float, y (m,) labels; x is reused between batches."""
+        full_batch = self.size == self.n
+        perm = np.arange(self.n) if full_batch else self.rng.permutation(self.n)
+        for start in range(0, self.n, self.size):
+            idx = perm[start : start + self.size]
+            m = len(idx)
+            if self.augmenter is not None:
+                xb = from_pixels(self.augmenter.batch(idx, self.rng), self.dtype, out=self.x_batch[:m])
+            elif full_batch:
+                xb = self.x_all
+            else:
+                xb = np.take(self.x_all, idx, axis=0, out=self.x_batch[:m], mode="clip")
+            yield xb, self.y_all[idx]
+
+
+class Meter:
+    """Loss and accuracy since the last progress report, and the current epoch's mean loss."""
+
+    def __init__(self) -> None:
+        self.loss = self.correct = self.seen = 0.0
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        self.epoch_loss = self.epoch_seen = 0.0
+
+    def add(self, loss: float, probs: np.ndarray, y: np.ndarray) -> None:
+        self.loss += loss * len(y)
+        self.epoch_loss += loss * len(y)
+        self.epoch_seen += len(y)
+        self.correct += float((probs.argmax(axis=1) == y).sum())
+        self.seen += len(y)
+
+    def take_window(self) -> tuple[float, float]:
+        """(mean loss, accuracy) of the window, which starts again."""
+        window = self.loss / self.seen, self.correct / self.seen
+        self.loss = self.correct = self.seen = 0.0
+        return window
 
 
 def train(
@@ -62,89 +120,49 @@ def train(
 ) -> TrainResult:
     """Train a fresh network; the same config and seed reproduce a run exactly."""
     rng = np.random.default_rng(config.seed)
-    dtype = np.dtype(config.dtype)
-    net = Network(config.layers, dtype).init(rng, config.init)
-    opt = make_optimizer(config.optimizer, net.n_params, dtype, momentum=config.momentum)
-    n = len(train_set)
-    batch = n if config.batch_size == 0 else min(config.batch_size, n)
-    steps_per_epoch = -(-n // batch)
-    total_steps = steps_per_epoch * config.epochs
-    augmenter = ShiftAugmenter(train_set.x, config.augment_shift) if config.augment_shift else None
-    x_all = None if augmenter else to_float(train_set.x, dtype)  # (n, 784), normalised once
-    x_batch = np.empty((batch, train_set.x.shape[1]), dtype)
-    y_all = train_set.y.astype(np.intp)
-    full_batch = batch == n
-
-    result = TrainResult(net, config)
+    net = Network(config.layers, np.dtype(config.dtype)).init(rng, config.init)
+    optimizer = config.optimizer_for(net)
+    batches = Batches(train_set, config, rng)
+    schedule = config.schedule_for(batches.steps_per_epoch)
+    result, meter = TrainResult(net, config), Meter()
     started = time.perf_counter()
     step = 0
-    window_loss = window_correct = window_seen = 0.0
     for epoch in range(1, config.epochs + 1):
-        epoch_loss = 0.0
-        perm = np.arange(n) if full_batch else rng.permutation(n)
-        for start in range(0, n, batch):
+        meter.new_epoch()
+        for i, (xb, yb) in enumerate(batches.epoch(), 1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled at epoch {epoch}, step {step}")
-            idx = perm[start : start + batch]
-            m = len(idx)
-            if augmenter is not None:
-                xb = to_float(augmenter.batch(idx, rng), dtype, out=x_batch[:m])
-            elif full_batch:
-                xb = x_all
-            else:
-                xb = np.take(x_all, idx, axis=0, out=x_batch[:m], mode="clip")
-            yb = y_all[idx]
-            lr = learning_rate(
-                config.schedule,
-                config.lr,
-                step,
-                total_steps,
-                lr_min=config.lr_min,
-                steps_per_epoch=steps_per_epoch,
-                step_epochs=config.step_epochs,
-                gamma=config.gamma,
-            )
-            loss, probs = net.loss_and_grads(xb, yb)
+            lr = schedule(step)
+            loss, probs = net.backprop(xb, yb)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
-            opt.step(net.params, net.grads, lr)
-            if config.weight_decay:
-                for W in net.W:  # decoupled: shrink weights directly, not through the gradient
-                    W *= 1 - lr * config.weight_decay
+            optimizer.step(net.params, net.grads, lr)
             step += 1
-            window_loss += loss * m
-            epoch_loss += loss * m
-            window_correct += float((probs.argmax(axis=1) == yb).sum())
-            window_seen += m
-            end_of_epoch = start + batch >= n
-            val_acc = None
-            if end_of_epoch and val_set is not None and len(val_set):
-                val_acc = evaluate(net, val_set).accuracy
-            if end_of_epoch:
-                result.history.append(
-                    {
-                        "epoch": epoch,
-                        "loss": epoch_loss / n,  # mean over the epoch's samples
-                        "val_acc": val_acc,
-                        "seconds": round(time.perf_counter() - started, 3),
-                    }
-                )
+            meter.add(loss, probs, yb)
+            end_of_epoch = i == batches.steps_per_epoch
+            val_acc = _end_epoch(result, meter, epoch, val_set, started) if end_of_epoch else None
             if on_progress is not None and (step % report_every == 0 or end_of_epoch):
+                loss_w, acc_w = meter.take_window()
                 elapsed = time.perf_counter() - started
+                speed = step * batches.size / elapsed if elapsed > 0 else 0.0
                 on_progress(
                     Progress(
-                        epoch=epoch,
-                        epochs=config.epochs,
-                        step=step,
-                        total_steps=total_steps,
-                        loss=window_loss / window_seen,
-                        train_acc=window_correct / window_seen,
-                        val_acc=val_acc,
-                        samples_per_s=step * batch / elapsed if elapsed > 0 else 0.0,
-                        elapsed_s=elapsed,
-                        lr=lr,
+                        epoch, config.epochs, step, schedule.total_steps, loss_w, acc_w, val_acc, speed, elapsed, lr
                     )
                 )
-                window_loss = window_correct = window_seen = 0.0
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _end_epoch(result: TrainResult, meter: Meter, epoch: int, val_set: Dataset | None, started: float) -> float | None:
+    """Record the epoch in the history; return the validation accuracy when there is a validation set."""
+    val_acc = evaluate(result.network, val_set).accuracy if val_set is not None and len(val_set) else None
+    result.history.append(
+        {
+            "epoch": epoch,
+            "loss": meter.epoch_loss / meter.epoch_seen,  # mean over the epoch's samples
+            "val_acc": val_acc,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    return val_acc

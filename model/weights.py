@@ -1,4 +1,4 @@
-"""Weights files: `.npz` with W0, b0, W1, b1, ... and a JSON `metadata` entry.
+"""Weights files: `.npz` with W0, b0, W1, b1, ... and the model card as a JSON `metadata` entry.
 
 Loading never unpickles (allow_pickle=False) and checks everything a damaged or foreign file could
 get wrong before a network is built from it. Saving is atomic: a reader sees the old file or the
@@ -10,48 +10,61 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from model.config import INPUT_SIZE, N_CLASSES
+from model.card import CardError, ModelCard
 from model.files import atomic_file
 from model.network import Network
+from model.spec import N_CLASSES, N_PIXELS
 
-FORMAT_VERSION = 1
 METADATA_KEY = "metadata"
+MAX_FILE_UNITS = 65536  # per layer: more is a damaged file, not a network
 
 
 class WeightsError(ValueError):
     """A weights file that cannot be served: unreadable, incomplete, mis-shaped or not finite."""
 
 
-def save(path: str | os.PathLike, network: Network, metadata: dict[str, Any]) -> Path:
-    """Write network and metadata to `path` atomically (temp file, fsync, rename)."""
+def save(path: str | os.PathLike, network: Network, card: ModelCard) -> Path:
+    """Write network and card to `path` atomically (temp file, fsync, rename)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"weights files end in .npz, got {path.name!r}")
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "layers": network.sizes,
-        "activation": "relu",
-        "output": "softmax",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        **metadata,
-    }
+    if list(card.layers) != network.sizes:
+        raise ValueError(f"the card describes layers {card.layers}, the network has {network.sizes}")
     arrays: dict[str, np.ndarray] = {}
     for i, (W, b) in enumerate(zip(network.W, network.b, strict=True)):
         arrays[f"W{i}"], arrays[f"b{i}"] = W, b
-    arrays[METADATA_KEY] = np.array(json.dumps(meta, sort_keys=True))  # a 0-d unicode array
+    arrays[METADATA_KEY] = np.array(json.dumps(card.as_dict(), sort_keys=True))  # a 0-d unicode array
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         np.savez(f, **arrays)  # to a file object, so no ".npz" is appended to the temp name
     return path
 
 
-def load(path: str | os.PathLike) -> tuple[Network, dict[str, Any]]:
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The card alone, without building the network: listing versions never loads the arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return _card(npz[METADATA_KEY], str(path))
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: file not found") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise WeightsError(f"{path}: unreadable: {e}") from None
+
+
+def _card(entry: np.ndarray, name: str) -> ModelCard:
+    try:
+        return ModelCard.from_dict(json.loads(str(entry[()])))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise WeightsError(f"{name}: metadata is not JSON ({e})") from None
+    except CardError as e:
+        raise WeightsError(f"{name}: {e}") from None
+
+
+def load(path: str | os.PathLike) -> tuple[Network, ModelCard]:
     """Read and validate a weights file; raise WeightsError saying what is wrong."""
     path = Path(path)
     try:
@@ -70,24 +83,23 @@ def load(path: str | os.PathLike) -> tuple[Network, dict[str, Any]]:
     return from_arrays(arrays, str(path))
 
 
-def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> tuple[Network, dict[str, Any]]:
-    if METADATA_KEY not in arrays:
-        raise WeightsError(f"{name}: no '{METADATA_KEY}' entry")
-    try:
-        meta = json.loads(str(arrays[METADATA_KEY][()]))
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
-        raise WeightsError(f"{name}: metadata is not JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise WeightsError(f"{name}: metadata must be a JSON object")
-    layers = meta.get("layers")
+def _check_layers(layers: object, name: str) -> list[int]:
     if (
         not isinstance(layers, list)
         or len(layers) < 2
-        or not all(isinstance(n, int) and 0 < n <= 65536 for n in layers)
+        or not all(isinstance(n, int) and 0 < n <= MAX_FILE_UNITS for n in layers)
     ):
         raise WeightsError(f"{name}: metadata 'layers' must be a list of positive integers, got {layers!r}")
-    if layers[0] != INPUT_SIZE or layers[-1] != N_CLASSES:
-        raise WeightsError(f"{name}: layers must run from {INPUT_SIZE} inputs to {N_CLASSES} outputs, got {layers}")
+    if layers[0] != N_PIXELS or layers[-1] != N_CLASSES:
+        raise WeightsError(f"{name}: layers must run from {N_PIXELS} inputs to {N_CLASSES} outputs, got {layers}")
+    return layers
+
+
+def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> tuple[Network, ModelCard]:
+    if METADATA_KEY not in arrays:
+        raise WeightsError(f"{name}: no '{METADATA_KEY}' entry")
+    card = _card(arrays[METADATA_KEY], name)
+    layers = _check_layers(card.layers, name)
     expected = {METADATA_KEY}
     for i in range(len(layers) - 1):
         expected |= {f"W{i}", f"b{i}"}
@@ -106,4 +118,4 @@ def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> tuple[N
             if not np.isfinite(a).all():
                 raise WeightsError(f"{name}: {key} contains NaN or infinite values")
             target[...] = a
-    return net, meta
+    return net, card

@@ -6,6 +6,9 @@
   let streamAbort = null;
   let watchedJob = null;
   let points = [];
+  // The job states that mean "not finished yet", as the server defines them (rendered into the page).
+  const ACTIVE_STATES = $("admin").dataset.activeStates.split(",");
+  const isActive = (job) => ACTIVE_STATES.includes(job.status);
 
   function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
@@ -106,7 +109,7 @@
     const status = $("run-status");
     status.textContent = job.status;
     status.className = "badge " + job.status;
-    $("cancel").disabled = !["queued", "running"].includes(job.status);
+    $("cancel").disabled = !isActive(job);
   }
 
   function showProgress(p) {
@@ -164,7 +167,7 @@
     } else if (event === "status") {
       showJob(payload);
       if (payload.progress) showProgress(payload.progress);
-      if (!["queued", "running"].includes(payload.status)) finished(payload);
+      if (!isActive(payload)) finished(payload);
     }
   }
 
@@ -237,7 +240,7 @@
       tr.append(el("td", job.version ? job.version + (job.promoted ? " (activated)" : "") : "–"));
       body.append(tr);
     }
-    const running = jobs.find((j) => ["queued", "running"].includes(j.status));
+    const running = jobs.find(isActive);
     if (running && watchedJob !== running.id) watch(running);
   }
 

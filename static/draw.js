@@ -19,6 +19,7 @@
   let timer = null;
   let inFlight = false;      // at most one request at a time...
   let pending = false;       // ...and one more after it if the drawing changed meanwhile
+  let removals = 0;          // undo and clear count: an answer for ink that is gone is never shown
 
   // Crisp on high-density screens: the bitmap has devicePixelRatio pixels per CSS pixel.
   function resize() {
@@ -147,6 +148,7 @@
     if (!strokes.length) { showBlank(); return; }
     if (inFlight) { pending = true; return; }
     inFlight = true;
+    const sentAfter = removals;
     try {
       const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
       const form = new FormData();
@@ -154,6 +156,7 @@
       const response = await fetch("/predict?return_input=true", { method: "POST", body: form });
       const body = await response.json().catch(() => ({}));
       if (!strokes.length) showBlank();
+      else if (sentAfter !== removals) pending = true;  // the drawing lost strokes meanwhile: ask again
       else if (response.ok) show(body);
       else if (response.status === 422) showBlank();  // no ink yet: keep prompting
       else showError("Could not classify: " + (body.detail || response.statusText));
@@ -166,6 +169,7 @@
   }
 
   function undo() {
+    removals++;
     strokes.pop();
     current = null;
     redraw();
@@ -173,6 +177,7 @@
   }
 
   function clear() {
+    removals++;
     strokes.length = 0;
     current = null;
     redraw();

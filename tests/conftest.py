@@ -1,19 +1,18 @@
-"""Shared fixtures. Environment first: the metrics folder must be set before the app is imported."""
+"""Shared fixtures, and an environment of scratch folders, set before any test module imports the app."""
 
+import io
 import os
 import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
 
 _scratch = tempfile.mkdtemp(prefix="digits-tests-")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_scratch, "metrics"))
 os.environ.setdefault("DIGITS_RUNTIME_DIR", os.path.join(_scratch, "var"))
 os.environ.pop("ADMIN_TOKEN", None)
-
-import io  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-admin-token"
@@ -21,7 +20,7 @@ TOKEN = "test-admin-token"
 
 @pytest.fixture
 def settings(tmp_path):
-    from app.settings import Settings
+    from app.infra.settings import Settings
 
     return Settings(runtime_dir=tmp_path / "var", admin_token=TOKEN)
 

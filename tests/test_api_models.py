@@ -1,13 +1,20 @@
 """The registry over HTTP: listing, activation and rollback, admin auth, health, readiness, metrics."""
 
+import dataclasses
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
+from app.infra.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _digit(client, pixels):
@@ -124,7 +131,7 @@ def test_generated_admin_token_is_shared_and_never_a_default(make_client, tmp_pa
 
 
 def test_logs_are_json_lines_with_fields():
-    from app.logs import JsonFormatter
+    from app.infra.logs import JsonFormatter
 
     fmt = JsonFormatter()
     record = logging.LogRecord("digits.serving", logging.ERROR, __file__, 1, "refused %s", ("x",), None)
@@ -146,10 +153,11 @@ def test_logs_are_json_lines_with_fields():
 
 def test_a_model_expecting_other_input_is_never_served(client, admin, settings):
     from model import weights as weights_io
+    from model.spec import INPUT_SPEC
 
-    net, meta = weights_io.load(settings.runtime_dir / "models" / "seed.npz")
-    meta["input_normalisation"] = {**meta["input_normalisation"], "preprocess": "resize-whole-canvas"}
-    weights_io.save(settings.runtime_dir / "models" / "other.npz", net, meta)
+    net, card = weights_io.load(settings.runtime_dir / "models" / "seed.npz")
+    card = card.replace(input_normalisation=dataclasses.replace(INPUT_SPEC, preprocess="resize-whole-canvas"))
+    weights_io.save(settings.runtime_dir / "models" / "other.npz", net, card)
     r = client.post("/models/other/activate", headers=admin)
     assert r.status_code == 422 and "resize-whole-canvas" in r.json()["detail"]
     assert client.get("/models").json()["active"] == "default"
@@ -167,3 +175,52 @@ def test_changed_committed_weights_are_reported_not_swapped_in(tmp_path, make_cl
         make_client(s)
     assert (tmp_path / "var" / "models" / "default.npz").read_bytes() == registered
     assert any("committed weights differ" in r.getMessage() for r in caplog.records)
+
+
+def test_promotion_policy():
+    from app.services.registry import Promotion, promotion
+    from model.card import ModelCard
+    from model.evaluation import Evaluation
+
+    def card(acc):
+        return ModelCard([784, 10, 10], test=Evaluation(acc, [acc] * 10, [[0] * 10] * 10, 10) if acc else None)
+
+    assert promotion(card(0.99), "old", card(0.98), "if_better").promote
+    assert not promotion(card(0.98), "old", card(0.98), "if_better").promote  # a tie keeps what serves
+    assert promotion(card(0.5), "old", card(0.98), "always") == Promotion(True, "old", 0.98)
+    assert promotion(card(0.5), None, None, "if_better").promote  # nothing active yet
+    assert promotion(card(0.5), "old", card(None), "if_better").promote  # the active one does not say
+
+
+def test_admin_form_offers_what_the_api_accepts(client):
+    from app.api.schemas import MAX_EPOCHS
+    from model.config import MAX_SHIFT, PRESETS
+    from model.optimizers import OPTIMIZERS, SCHEDULES
+
+    page = client.get("/admin").text
+    for name in (*OPTIMIZERS, *SCHEDULES):
+        assert f"<option>{name}</option>" in page
+    for name in PRESETS:
+        assert f'<option value="{name}"' in page
+    assert f'name="augment_shift" type="number" min="0" max="{MAX_SHIFT}"' in page
+    assert f'name="epochs" type="number" min="1" max="{MAX_EPOCHS}"' in page
+    assert 'data-active-states="queued,running"' in page
+
+
+def test_metrics_folder_follows_the_settings_given_to_create_app(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR, the app keeps its metrics under the runtime folder it is given,
+    not the one the environment names."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["DIGITS_RUNTIME_DIR"] = str(tmp_path / "from-env")
+    code = (
+        "from fastapi.testclient import TestClient\n"
+        "from app.infra.settings import Settings\n"
+        "from app.main import create_app\n"
+        f"with TestClient(create_app(Settings(runtime_dir={str(tmp_path / 'given')!r}))) as c:\n"
+        "    c.post('/predict', json={'pixels': [0] * 300 + [255] * 20 + [0] * 464})\n"
+        "    assert 'digits_predictions_total' in c.get('/metrics').text\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert any((tmp_path / "given" / "metrics").glob("*.db"))
+    assert not (tmp_path / "from-env" / "metrics").exists()

@@ -2,22 +2,25 @@
 
 import gzip
 import hashlib
+import json
 import shutil
 
 import numpy as np
 import pytest
 
+from app.infra.settings import Settings
+from digits.cli import main as cli
 from model.data import (
     MNIST_MD5,
     DataError,
     Dataset,
     ShiftAugmenter,
-    data_dir,
     load_csv,
     load_mnist,
     read_idx,
     split,
 )
+from model.paths import MNIST_DIR
 
 
 def test_shipped_mnist_loads_with_checksums():
@@ -75,7 +78,7 @@ def test_damaged_gzip_is_refused(tmp_path):
 
 
 def test_checksum_mismatch_on_a_known_file_is_refused(tmp_path):
-    src = data_dir() / "t10k-labels-idx1-ubyte.gz"
+    src = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
     labels = bytearray(gzip.decompress(src.read_bytes()))
     labels[100] = (labels[100] + 1) % 10  # one flipped label, still a valid IDX file
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
@@ -84,15 +87,18 @@ def test_checksum_mismatch_on_a_known_file_is_refused(tmp_path):
     assert read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", verify=False)[100 - 8] == labels[100]  # 8 header bytes
 
 
-def test_missing_file_and_configurable_data_dir(tmp_path, monkeypatch):
-    shipped = data_dir()
-    monkeypatch.setenv("DIGITS_DATA_DIR", str(tmp_path))
-    assert data_dir() == tmp_path
+def test_missing_file_and_configurable_data_dir(tmp_path, monkeypatch, capsys):
     with pytest.raises(DataError, match="not found"):
-        load_mnist()
-    for f in shipped.glob("*.gz"):
+        load_mnist(tmp_path)
+    # DIGITS_DATA_DIR moves the data for the server (Settings) and the CLI alike.
+    monkeypatch.setenv("DIGITS_DATA_DIR", str(tmp_path))
+    assert Settings().data_dir == tmp_path
+    weights = str(MNIST_DIR.parent.parent / "weights" / "seed.npz")
+    assert cli(["evaluate", weights]) == 1 and "not found" in capsys.readouterr().err
+    for f in MNIST_DIR.glob("*.gz"):
         shutil.copy(f, tmp_path / f.name)
-    assert len(load_mnist().test) == 10_000
+    assert len(load_mnist(tmp_path).test) == 10_000
+    assert cli(["evaluate", weights, "--json"]) == 0 and json.loads(capsys.readouterr().out)["n"] == 10_000
 
 
 def _csv(rows, header=True, labels=True) -> str:
@@ -161,6 +167,6 @@ def test_shift_augmentation_moves_images_by_at_most_two_pixels():
 
 
 def test_md5_table_matches_shipped_files():
-    for f in sorted(data_dir().glob("*.gz")):
+    for f in sorted(MNIST_DIR.glob("*.gz")):
         content = gzip.decompress(f.read_bytes())
         assert hashlib.md5(content).hexdigest() == MNIST_MD5[f.name.removesuffix(".gz")]

@@ -54,7 +54,7 @@ def test_gradients_of_every_layer_match_finite_differences(sizes):
         b[...] = rng.standard_normal(b.shape) * 0.1
     X = rng.standard_normal((9, sizes[0]))
     y = rng.integers(0, sizes[-1], 9)
-    net.loss_and_grads(X, y)
+    net.backprop(X, y)
     analytic = net.grads.copy()
     h = 1e-6
     for layer, (W, b) in enumerate(zip(net.W, net.b, strict=True)):
@@ -68,7 +68,7 @@ def test_gradients_of_every_layer_match_finite_differences(sizes):
                 down = _loss(net, X, y)
                 param[idx] = old
                 numeric[idx] = (up - down) / (2 * h)
-            net.loss_and_grads(X, y)
+            net.backprop(X, y)
             rel = np.linalg.norm(numeric - grad) / max(np.linalg.norm(numeric) + np.linalg.norm(grad), 1e-12)
             assert rel < 1e-6, f"{name}{layer}: relative error {rel:.2e}"
     np.testing.assert_array_equal(net.grads, analytic)
@@ -80,7 +80,7 @@ def test_bias_gradients_are_per_unit_sums_over_the_batch():
     net = Network([4, 3, 3], np.float64).init(rng, "uniform")
     X = rng.random((6, 4))
     y = np.array([0, 1, 2, 0, 1, 2])
-    net.loss_and_grads(X, y)
+    net.backprop(X, y)
     P = softmax(net.logits(X))
     dZ2 = P.copy()
     dZ2[np.arange(6), y] -= 1
@@ -99,12 +99,12 @@ def test_batch_size_comes_from_the_batch():
     net = Network([5, 4, 3], np.float64).init(rng)
     X = rng.standard_normal((8, 5))
     y = rng.integers(0, 3, 8)
-    net.loss_and_grads(X[:2], y[:2])
-    net.loss_and_grads(X, y)
+    net.backprop(X[:2], y[:2])
+    net.backprop(X, y)
     full = net.grads.copy()
     halves = []
     for part in (slice(0, 4), slice(4, 8)):
-        net.loss_and_grads(X[part], y[part])
+        net.backprop(X[part], y[part])
         halves.append(net.grads.copy())
     np.testing.assert_allclose(full, (halves[0] + halves[1]) / 2, rtol=1e-12)
 

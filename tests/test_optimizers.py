@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from model.optimizers import learning_rate, make_optimizer
+from model.optimizers import Schedule, make_optimizer
 
 
 def _run(name, steps, lr, **opts):
@@ -60,13 +60,29 @@ def test_unknown_optimizer_and_schedule_are_refused():
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("lbfgs", 10, np.float32)
     with pytest.raises(ValueError, match="unknown schedule"):
-        learning_rate("linear", 0.1, 0, 10)
+        Schedule("linear", 0.1, 10)
 
 
 def test_schedules():
-    assert learning_rate("constant", 0.1, 50, 100) == 0.1
-    assert learning_rate("cosine", 1e-3, 0, 101, lr_min=1e-5) == pytest.approx(1e-3)
-    assert learning_rate("cosine", 1e-3, 50, 101, lr_min=1e-5) == pytest.approx((1e-3 + 1e-5) / 2)
-    assert learning_rate("cosine", 1e-3, 100, 101, lr_min=1e-5) == pytest.approx(1e-5)
-    rates = [learning_rate("step", 0.1, s, 100, steps_per_epoch=10, step_epochs=3, gamma=0.5) for s in range(100)]
+    assert Schedule("constant", 0.1, 100)(50) == 0.1
+    cosine = Schedule("cosine", 1e-3, 101, lr_min=1e-5)
+    assert cosine(0) == pytest.approx(1e-3)
+    assert cosine(50) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert cosine(100) == pytest.approx(1e-5)
+    step = Schedule("step", 0.1, 100, steps_per_epoch=10, step_epochs=3, gamma=0.5)
+    rates = [step(s) for s in range(100)]
     assert rates[29] == pytest.approx(0.1) and rates[30] == pytest.approx(0.05) and rates[60] == pytest.approx(0.025)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_weight_decay_is_decoupled_and_shrinks_only_what_it_is_given(name):
+    rng = np.random.default_rng(0)
+    params = rng.standard_normal(100)
+    grads = rng.standard_normal(100)
+    plain, decayed = params.copy(), params.copy()
+    make_optimizer(name, 100, np.float64).step(plain, grads, 0.1)
+    weights = [decayed[:60]]  # a view, as a network's W are views into its flat params
+    make_optimizer(name, 100, np.float64).with_weight_decay(0.5, weights).step(decayed, grads, 0.1)
+    # After the optimizer's own update, the given weights shrink by lr * decay; the rest (biases) do not.
+    np.testing.assert_allclose(decayed[:60], plain[:60] * (1 - 0.1 * 0.5), rtol=1e-12)
+    np.testing.assert_array_equal(decayed[60:], plain[60:])

@@ -12,7 +12,7 @@ from digits.cli import main as cli
 from model import weights
 from model.config import preset
 from model.data import load_mnist, split
-from model.metrics import evaluate
+from model.evaluation import evaluate
 from model.train import TrainingCancelled, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,29 +81,29 @@ def test_seed_preset_reproduces_the_published_result(tmp_path, capsys):
     """The classic 784-10-10 network: 83-86% on the 10,000 test images (about 15 s)."""
     out = tmp_path / "seed.npz"
     assert cli(["train", "--preset", "seed", "--out", str(out), "--quiet"]) == 0
-    net, meta = weights.load(out)
+    net, card = weights.load(out)
     assert net.sizes == [784, 10, 10]
-    assert meta["training"]["config"]["optimizer"] == "sgd" and meta["training"]["config"]["lr"] == 0.1
-    assert 0.83 <= meta["test"]["accuracy"] <= 0.86
-    assert evaluate(net, load_mnist().test).accuracy == meta["test"]["accuracy"]
+    assert card.training.config["optimizer"] == "sgd" and card.training.config["lr"] == 0.1
+    assert 0.83 <= card.test_accuracy <= 0.86
+    assert evaluate(net, load_mnist().test).accuracy == card.test_accuracy
 
 
 def test_shipped_default_weights_reach_99_2_percent(mnist):
-    net, meta = weights.load(ROOT / "weights" / "default.npz")
+    net, card = weights.load(ROOT / "weights" / "default.npz")
     ev = evaluate(net, mnist.test)
     assert ev.accuracy >= 0.992
     # Another BLAS kernel may round a borderline image the other way: allow a few of 10,000.
-    assert meta["test"]["accuracy"] == pytest.approx(ev.accuracy, abs=5e-4)
-    assert meta["data_checksum"] == mnist.checksum
-    assert meta["input_normalisation"]["preprocess"] == "mnist-v1"
-    assert meta["canvas"]["accuracy"] >= 0.97
+    assert card.test_accuracy == pytest.approx(ev.accuracy, abs=5e-4)
+    assert card.data_checksum == mnist.checksum
+    assert card.input_normalisation.preprocess == "mnist-v1"
+    assert card.canvas.accuracy >= 0.97
 
 
 def test_shipped_seed_weights_match_their_metadata(mnist):
-    net, meta = weights.load(ROOT / "weights" / "seed.npz")
+    net, card = weights.load(ROOT / "weights" / "seed.npz")
     assert net.sizes == [784, 10, 10]
     accuracy = evaluate(net, mnist.test).accuracy
-    assert accuracy == pytest.approx(meta["test"]["accuracy"], abs=5e-4)  # a few images, for other BLAS kernels
+    assert accuracy == pytest.approx(card.test_accuracy, abs=5e-4)  # a few images, for other BLAS kernels
     assert 0.83 <= accuracy <= 0.86
 
 
@@ -130,14 +130,14 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
         )
         == 0
     )
-    _, meta = weights.load(out)
-    assert meta["layers"] == [784, 24, 10]
-    assert meta["training"]["config"]["epochs"] == 2 and meta["training"]["config"]["lr"] == 0.002
-    assert meta["canvas"]["n"] == 300 and 0 <= meta["canvas"]["accuracy"] <= 1
+    _, card = weights.load(out)
+    assert card.layers == [784, 24, 10]
+    assert card.training.config["epochs"] == 2 and card.training.config["lr"] == 0.002
+    assert card.canvas.n == 300 and 0 <= card.canvas.accuracy <= 1
     capsys.readouterr()
     assert cli(["evaluate", str(out), "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
-    assert ev["accuracy"] == pytest.approx(meta["test"]["accuracy"])
+    assert ev["accuracy"] == pytest.approx(card.test_accuracy)
     assert len(ev["confusion"]) == 10 and sum(map(sum, ev["confusion"])) == 10_000
     assert cli(["evaluate", str(out)]) == 0
     text = capsys.readouterr().out
@@ -145,8 +145,11 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
 
 
 def test_cli_refuses_bad_overrides_and_bad_files(tmp_path, capsys):
-    assert cli(["train", "--preset", "tiny", "--optimizer", "lbfgs", "--out", str(tmp_path / "x.npz")]) == 2
-    assert "optimizer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse refuses a value outside the allowed ones
+        cli(["train", "--preset", "tiny", "--optimizer", "lbfgs", "--out", str(tmp_path / "x.npz")])
+    assert refused.value.code == 2 and "optimizer" in capsys.readouterr().err
+    assert cli(["train", "--preset", "tiny", "--lr", "-1", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "lr must be positive" in capsys.readouterr().err
     (tmp_path / "bad.npz").write_bytes(b"junk")
     assert cli(["evaluate", str(tmp_path / "bad.npz")]) == 1
     assert "error" in capsys.readouterr().err

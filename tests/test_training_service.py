@@ -7,14 +7,15 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import TOKEN
 
-from app.jobs import JobStore
-from app.registry import Registry
-from app.settings import Settings
-from app.trainer import run_job
+from app.infra.settings import Settings
+from app.services.job_store import JobStore
+from app.services.registry import Registry
+from app.services.training_process import run_job
 from model import weights
 from model.config import preset
 
@@ -166,7 +167,11 @@ def test_a_killed_training_process_fails_and_registers_nothing(client, admin):
     job = client.post("/train", json=SLOW, headers=admin).json()
     running = wait_running(client, job["id"], admin)
     row = client.app.state.jobs.get(job["id"])
-    os.kill(row["pid"], signal.SIGKILL)
+    # One BLAS thread, from the environment the process started with (OpenBLAS reads it at load).
+    raw = Path(f"/proc/{row.pid}/environ").read_bytes()
+    environ = dict(v.split(b"=", 1) for v in raw.split(b"\0") if b"=" in v)
+    assert environ[b"OPENBLAS_NUM_THREADS"] == b"1" and environ[b"OMP_NUM_THREADS"] == b"1"
+    os.kill(row.pid, signal.SIGKILL)
     done, _ = wait_for(client, job["id"], {"failed", "succeeded", "cancelled"}, timeout=15)
     assert done["status"] == "failed" and "SIGKILL" in done["error"]
     assert running["progress"]["step"] > 0
@@ -181,12 +186,12 @@ def test_restart_marks_running_jobs_interrupted(make_client, settings, admin):
     wait_running(c1, job["id"], admin)
     c1.__exit__(None, None, None)
     store = JobStore(settings.runtime_dir / "jobs.sqlite")
-    assert store.get(job["id"])["status"] == "interrupted"
+    assert store.get(job["id"]).status == "interrupted"
     # A server that died without a word: the next start-up finds the orphan.
     orphan = store.create("tiny", {}, "if_better")
-    store.mark_running(orphan["id"], pid=2**22 + 12345)  # no such process
+    store.mark_running(orphan.id, pid=2**22 + 12345)  # no such process
     c2 = make_client(settings)
-    j = c2.get(f"/train/{orphan['id']}", headers=admin).json()
+    j = c2.get(f"/train/{orphan.id}", headers=admin).json()
     assert j["status"] == "interrupted" and "restarted" in j["error"]
     assert c2.post("/train", json=TINY, headers=admin).status_code == 202
 
@@ -226,9 +231,9 @@ def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(weights.np, "savez", disk_full)
-    assert run_job(job["id"], store, registry, None) == "failed"
-    row = store.get(job["id"])
-    assert row["status"] == "failed" and "No space left on device" in row["error"]
+    assert run_job(job.id, store, registry, None) == "failed"
+    row = store.get(job.id)
+    assert row.status == "failed" and "No space left on device" in row.error
     assert sorted(p.name for p in registry.models.iterdir()) == ["default.npz", "seed.npz"]  # no temp files left
     assert registry.active_version() == "default"
 

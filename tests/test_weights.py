@@ -5,13 +5,17 @@ import json
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from model import weights
+from model.card import ModelCard
 from model.network import Network
 from model.weights import WeightsError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -30,18 +34,20 @@ def _write_npz(path, arrays):
 
 
 def test_round_trip_is_exact(tmp_path, net):
-    path = weights.save(tmp_path / "m.npz", net, {"note": "hello", "test": {"accuracy": 0.5}})
-    loaded, meta = weights.load(path)
+    card = ModelCard(layers=net.sizes, preset="quick", extra={"note": "hello"})
+    path = weights.save(tmp_path / "m.npz", net, card)
+    loaded, read = weights.load(path)
     assert loaded.sizes == [784, 16, 10] and loaded.dtype == np.float32
     np.testing.assert_array_equal(loaded.params, net.params)
-    assert meta["note"] == "hello" and meta["layers"] == [784, 16, 10] and meta["activation"] == "relu"
-    assert "created" in meta
+    assert read == card  # every field, and keys this version does not know, survive the round trip
+    assert read.extra == {"note": "hello"} and read.layers == [784, 16, 10] and read.activation == "relu"
+    assert read.created and read.input_normalisation.preprocess == "mnist-v1"
     x = np.random.default_rng(1).random((5, 784), dtype=np.float32)
     np.testing.assert_array_equal(loaded.predict_proba(x), net.predict_proba(x))
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, net, monkeypatch):
-    path = weights.save(tmp_path / "m.npz", net, {"v": 1})
+    path = weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes))
     before = path.read_bytes()
 
     def broken_replace(src, dst):
@@ -49,18 +55,18 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, net, monkeypatch):
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space"):
-        weights.save(path, net, {"v": 2})
+        weights.save(path, net, ModelCard(net.sizes))
     assert path.read_bytes() == before  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # the temp file is gone
 
 
 def test_name_must_end_in_npz(tmp_path, net):
     with pytest.raises(ValueError, match=r"\.npz"):
-        weights.save(tmp_path / "m.bin", net, {})
+        weights.save(tmp_path / "m.bin", net, ModelCard(net.sizes))
 
 
 def test_truncated_file_is_refused(tmp_path, net):
-    path = weights.save(tmp_path / "m.npz", net, {})
+    path = weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="unreadable or truncated"):
@@ -73,7 +79,7 @@ def test_missing_file_is_refused(tmp_path):
 
 
 def test_nan_weights_are_refused(tmp_path, net):
-    arrays = _arrays(weights.save(tmp_path / "m.npz", net, {}))
+    arrays = _arrays(weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes)))
     arrays["W1"][3, 4] = np.nan
     _write_npz(tmp_path / "nan.npz", arrays)
     with pytest.raises(WeightsError, match="W1 contains NaN"):
@@ -81,7 +87,7 @@ def test_nan_weights_are_refused(tmp_path, net):
 
 
 def test_misshaped_weights_are_refused(tmp_path, net):
-    arrays = _arrays(weights.save(tmp_path / "m.npz", net, {}))
+    arrays = _arrays(weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes)))
     arrays["W0"] = arrays["W0"][:, :15]
     _write_npz(tmp_path / "bad.npz", arrays)
     with pytest.raises(WeightsError, match=r"W0 has shape \(784, 15\), expected \(784, 16\)"):
@@ -89,7 +95,7 @@ def test_misshaped_weights_are_refused(tmp_path, net):
 
 
 def test_missing_and_extra_arrays_are_refused(tmp_path, net):
-    arrays = _arrays(weights.save(tmp_path / "m.npz", net, {}))
+    arrays = _arrays(weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes)))
     missing = {k: v for k, v in arrays.items() if k != "b1"}
     _write_npz(tmp_path / "missing.npz", missing)
     with pytest.raises(WeightsError, match=r"missing \['b1'\]"):
@@ -100,7 +106,7 @@ def test_missing_and_extra_arrays_are_refused(tmp_path, net):
 
 
 def test_wrong_dtype_is_refused(tmp_path, net):
-    arrays = _arrays(weights.save(tmp_path / "m.npz", net, {}))
+    arrays = _arrays(weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes)))
     arrays["b0"] = arrays["b0"].astype(np.int32)
     _write_npz(tmp_path / "int.npz", arrays)
     with pytest.raises(WeightsError, match="float32"):
@@ -108,7 +114,7 @@ def test_wrong_dtype_is_refused(tmp_path, net):
 
 
 def test_bad_metadata_is_refused(tmp_path, net):
-    arrays = _arrays(weights.save(tmp_path / "m.npz", net, {}))
+    arrays = _arrays(weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes)))
     _write_npz(tmp_path / "nometa.npz", {k: v for k, v in arrays.items() if k != "metadata"})
     with pytest.raises(WeightsError, match="no 'metadata'"):
         weights.load(tmp_path / "nometa.npz")
@@ -136,7 +142,7 @@ def test_pickled_content_is_refused_without_unpickling(tmp_path, net):
     with pytest.raises(WeightsError, match=r"refused|unreadable"):
         weights.load(tmp_path / "raw.npz")
     # An .npz whose member is an object array (stored as a pickle inside the .npy)
-    arrays = _arrays(weights.save(tmp_path / "m.npz", net, {}))
+    arrays = _arrays(weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes)))
     buf = io.BytesIO()
     np.save(buf, np.array([Evil()], dtype=object), allow_pickle=True)
     with zipfile.ZipFile(tmp_path / "obj.npz", "w") as z:
@@ -150,3 +156,22 @@ def test_pickled_content_is_refused_without_unpickling(tmp_path, net):
     with pytest.raises(WeightsError, match=r"refused|pickle"):
         weights.load(tmp_path / "obj.npz")
     assert not marker.exists()
+
+
+def test_a_card_that_does_not_describe_a_model_is_refused(tmp_path, net):
+    arrays = _arrays(weights.save(tmp_path / "m.npz", net, ModelCard(net.sizes)))
+    meta = json.loads(str(arrays["metadata"]))
+    for broken in ({**meta, "test": "99%"}, {**meta, "canvas": {"accuracy": 1.0}}, [meta]):
+        _write_npz(tmp_path / "card.npz", {**arrays, "metadata": np.array(json.dumps(broken))})
+        with pytest.raises(WeightsError, match="metadata"):
+            weights.load(tmp_path / "card.npz")
+    with pytest.raises(ValueError, match="layers"):
+        weights.save(tmp_path / "x.npz", net, ModelCard([784, 99, 10]))
+
+
+def test_shipped_files_read_as_typed_cards():
+    for name in ("default", "seed"):
+        card = weights.read_card(ROOT / "weights" / f"{name}.npz")
+        assert card.preset == name and card.input_normalisation.preprocess == "mnist-v1"
+        assert card.test.n == 10_000 and len(card.test.confusion) == 10 and card.canvas.n == 300
+        assert card.training.config["layers"] == card.layers and card.extra == {}

@@ -1,13 +1,15 @@
-"""Evaluation: accuracy, per-class accuracy and the confusion matrix."""
+"""Evaluation of a network on labelled images: accuracy, per-class accuracy, confusion matrix."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-from model.data import Dataset, to_float
+from model.data import Dataset
 from model.network import Network
+from model.spec import N_CLASSES, from_pixels
 
 
 @dataclass(frozen=True)
@@ -17,21 +19,16 @@ class Evaluation:
     confusion: list[list[int]]  # confusion[true][predicted]
     n: int
 
-    def as_dict(self) -> dict:
-        return {
-            "accuracy": self.accuracy,
-            "per_class": self.per_class,
-            "confusion": self.confusion,
-            "n": self.n,
-        }
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = 10) -> np.ndarray:
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = N_CLASSES) -> np.ndarray:
     return np.bincount(k * labels.astype(np.int64) + predicted, minlength=k * k).reshape(k, k)
 
 
 def evaluate(network: Network, data: Dataset) -> Evaluation:
-    predicted = network.predict(to_float(data.x, network.dtype))
+    predicted = network.predict(from_pixels(data.x, network.dtype))
     cm = confusion_matrix(data.y, predicted)
     per_class = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
     return Evaluation(

@@ -1,4 +1,4 @@
-"""The web side of training: start the training process, watch it, and clean up after it."""
+"""The web side of training: launch the training process, watch it, and clean up after it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from app.jobs import JobStore
-from app.settings import REPO_ROOT, Settings
+from app.infra.settings import Settings
+from app.services.job_store import JobStatus, JobStore
+from model.paths import REPO_ROOT
 
 log = logging.getLogger("digits.training")
 ORPHAN_QUEUED_AFTER_S = 60  # a queued job whose process never started
+PROCESS_MODULE = "app.services.training_process"
+# One BLAS thread, set before the child's NumPy loads (OpenBLAS sizes its pool then): see that module.
+ONE_BLAS_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def _is_trainer(pid: int | None) -> bool:
@@ -25,7 +29,7 @@ def _is_trainer(pid: int | None) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"app.trainer" in cmdline
+    return PROCESS_MODULE.encode() in cmdline
 
 
 def _describe_exit(code: int) -> str:
@@ -38,7 +42,7 @@ def _describe_exit(code: int) -> str:
     return f"the training process exited with code {code}"
 
 
-class TrainingManager:
+class TrainingLauncher:
     def __init__(self, store: JobStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
@@ -50,12 +54,13 @@ class TrainingManager:
         marked = []
         for job in self.store.active_jobs():
             orphan = (
-                not _is_trainer(job["pid"])
-                if job["status"] == "running"
-                else time.time() - job["created"] > ORPHAN_QUEUED_AFTER_S
+                not _is_trainer(job.pid)
+                if job.status == JobStatus.RUNNING
+                else time.time() - job.created > ORPHAN_QUEUED_AFTER_S
             )
-            if orphan and self.store.finish(job["id"], "interrupted", error="the server restarted while it ran"):
-                marked.append(job["id"])
+            error = "the server restarted while it ran"
+            if orphan and self.store.finish(job.id, JobStatus.INTERRUPTED, error=error):
+                marked.append(job.id)
         if marked:
             log.warning("marked interrupted training jobs", extra={"jobs": marked})
         return marked
@@ -64,15 +69,16 @@ class TrainingManager:
         cmd = [
             sys.executable,
             "-m",
-            "app.trainer",
+            PROCESS_MODULE,
             "--job",
             job_id,
             "--runtime-dir",
             str(Path(self.settings.runtime_dir).resolve()),
+            "--data-dir",
+            str(Path(self.settings.data_dir).resolve()),
         ]
-        if self.settings.data_dir:
-            cmd += ["--data-dir", str(Path(self.settings.data_dir).resolve())]
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True)  # no terminal signals
+        env = {**os.environ, **ONE_BLAS_THREAD}
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True)  # no terminal signals
         self.processes[job_id] = proc
         task = asyncio.get_running_loop().create_task(self._monitor(job_id, proc))
         self._monitors.add(task)
@@ -82,7 +88,7 @@ class TrainingManager:
         code = await asyncio.to_thread(proc.wait)
         self.processes.pop(job_id, None)
         # The process sets its own final status; if it could not (a crash, a kill), say why here.
-        if self.store.finish(job_id, "failed", error=_describe_exit(code)):
+        if self.store.finish(job_id, JobStatus.FAILED, error=_describe_exit(code)):
             log.error("training process died", extra={"job": job_id, "exit": code})
 
     async def shutdown(self) -> None:

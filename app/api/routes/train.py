@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterable
-from typing import Annotated, Any
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.auth import AdminDep
-from app.deps import get_manager, get_store
-from app.jobs import TERMINAL, JobConflict, JobStore
-from app.schemas import MAX_UNITS, ErrorBody, TrainJob, TrainJobList, TrainRequest
-from app.training import TrainingManager
+from app.api.auth import AdminDep
+from app.api.deps import LauncherDep, StoreDep
+from app.api.schemas import ErrorBody, TrainJob, TrainJobList, TrainRequest
+from app.services.job_store import Job, JobConflict, JobStore
 from model.config import preset as make_preset
 
 router = APIRouter(
@@ -26,15 +24,7 @@ router = APIRouter(
 EVENT_POLL_S = 0.25
 
 
-def _job(job: dict[str, Any]) -> TrainJob:
-    duration = None
-    if job["started"]:
-        duration = round((job["finished"] or time.time()) - job["started"], 2)
-    fields = {k: v for k, v in job.items() if k in TrainJob.model_fields}
-    return TrainJob(**fields, duration_s=duration)
-
-
-def _found(store: JobStore, job_id: str) -> dict[str, Any]:
+def _found(store: JobStore, job_id: str) -> Job:
     job = store.get(job_id)
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")
@@ -51,17 +41,11 @@ def _found(store: JobStore, job_id: str) -> dict[str, Any]:
     },
     summary="Start a training run in the background",
 )
-async def start_training(
-    body: TrainRequest,
-    store: Annotated[JobStore, Depends(get_store)],
-    manager: Annotated[TrainingManager, Depends(get_manager)],
-) -> TrainJob:
+async def start_training(body: TrainRequest, store: StoreDep, launcher: LauncherDep) -> TrainJob:
     """Runs in its own process (one BLAS thread, lower priority) so predictions stay fast. When it
     finishes, the new version is evaluated on MNIST's test set and the canvas-style drawings,
     registered, and activated if it beats the active model (or always, with `activate: "always"`)."""
     overrides = body.model_dump(exclude_none=True, exclude={"preset", "activate"})
-    if "layers" in overrides and any(not 1 <= n <= MAX_UNITS for n in overrides["layers"]):
-        raise HTTPException(422, f"every layer needs 1 to {MAX_UNITS} units")
     try:
         config = make_preset(body.preset, **overrides)
     except ValueError as e:
@@ -70,18 +54,18 @@ async def start_training(
         job = store.create(body.preset, config.as_dict(), body.activate)
     except JobConflict as e:
         raise HTTPException(409, f"training job {e} is already queued or running; cancel it or wait") from None
-    manager.start(job["id"])
-    return _job(job)
+    launcher.start(job.id)
+    return TrainJob.from_job(job)
 
 
 @router.get("", response_model=TrainJobList, summary="Training history, newest first")
-def list_jobs(store: Annotated[JobStore, Depends(get_store)]) -> TrainJobList:
-    return TrainJobList(jobs=[_job(j) for j in store.list()])
+def list_jobs(store: StoreDep) -> TrainJobList:
+    return TrainJobList(jobs=[TrainJob.from_job(j) for j in store.list()])
 
 
 @router.get("/{job_id}", response_model=TrainJob, responses={404: {"model": ErrorBody}}, summary="One job")
-def get_job(job_id: str, store: Annotated[JobStore, Depends(get_store)]) -> TrainJob:
-    return _job(_found(store, job_id))
+def get_job(job_id: str, store: StoreDep) -> TrainJob:
+    return TrainJob.from_job(_found(store, job_id))
 
 
 @router.post(
@@ -90,12 +74,17 @@ def get_job(job_id: str, store: Annotated[JobStore, Depends(get_store)]) -> Trai
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "the job has finished"}},
     summary="Stop a job within one training step",
 )
-def cancel_job(job_id: str, store: Annotated[JobStore, Depends(get_store)]) -> TrainJob:
+def cancel_job(job_id: str, store: StoreDep) -> TrainJob:
     job = _found(store, job_id)
-    if job["status"] in TERMINAL:
-        raise HTTPException(409, f"training job {job_id} has already {job['status']}")
+    if not job.is_active:
+        raise HTTPException(409, f"training job {job_id} has already {job.status}")
     store.request_cancel(job_id)
-    return _job(store.get(job_id))
+    return TrainJob.from_job(store.get(job_id))
+
+
+async def _progress(store: JobStore, job_id: str, seq: int) -> AsyncIterator[ServerSentEvent]:
+    for s, data in await asyncio.to_thread(store.progress_since, job_id, seq):
+        yield ServerSentEvent(event="progress", id=str(s), data=data)
 
 
 @router.get(
@@ -105,27 +94,22 @@ def cancel_job(job_id: str, store: Annotated[JobStore, Depends(get_store)]) -> T
     summary="Progress as Server-Sent Events",
 )
 async def job_events(
-    job_id: str,
-    request: Request,
-    store: Annotated[JobStore, Depends(get_store)],
-    last_event_id: Annotated[str | None, Header()] = None,
+    job_id: str, request: Request, store: StoreDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> AsyncIterable[ServerSentEvent]:
     """`progress` events (epoch, step, loss, accuracies, samples/s, ETA) with the step count as id, so a
     reconnecting client resumes where it stopped; a `status` event at the start and when the job ends,
     after which the stream closes."""
     job = _found(store, job_id)
     seq = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    yield ServerSentEvent(event="status", data=_job(job).model_dump())
+    yield ServerSentEvent(event="status", data=TrainJob.from_job(job).model_dump())
     while True:
-        for s, data in await asyncio.to_thread(store.progress_since, job_id, seq):
-            seq = s
-            yield ServerSentEvent(event="progress", id=str(s), data=data)
-        job = await asyncio.to_thread(store.get, job_id)
-        if job["status"] in TERMINAL:
-            for s, data in await asyncio.to_thread(store.progress_since, job_id, seq):
-                seq = s
-                yield ServerSentEvent(event="progress", id=str(s), data=data)
-            yield ServerSentEvent(event="status", data=_job(job).model_dump())
+        finished = not (await asyncio.to_thread(store.get, job_id)).is_active
+        async for event in _progress(store, job_id, seq):  # after a final status, the last of them
+            seq = int(event.id)
+            yield event
+        if finished:
+            job = await asyncio.to_thread(store.get, job_id)
+            yield ServerSentEvent(event="status", data=TrainJob.from_job(job).model_dump())
             return
         if await request.is_disconnected():
             return

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from app.schemas import PredictImage, PredictPixels
+from app.api.schemas import PredictImage, PredictPixels
 from model.images import ImageError, normalise_bytes
+from model.spec import N_PIXELS, SIDE, from_pixels
 
+MULTIPART, JSON = "multipart/form-data", "application/json"
 IMAGE_MEDIA_TYPES = {"image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif", "image/x-ms-bmp"}
 _STATUS = {"undecodable": 400, "unsupported": 415, "too_large": 413, "blank": 422}
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[^,]*)?,", re.ASCII)
@@ -28,6 +30,10 @@ class InputError(Exception):
 
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
+
+
+def unsupported_media(media: str, accepted: str) -> InputError:
+    return InputError(415, f"unsupported content type {media or '(none)'!r}: send {accepted}")
 
 
 def image_input(data: bytes, max_pixels: int) -> np.ndarray:
@@ -58,8 +64,10 @@ def decode_base64_image(text: str) -> bytes:
 def pixels_input(p: PredictPixels) -> np.ndarray:
     """MNIST-format pixels -> (28, 28) float32 in [0, 1]; refuses NaN, inf, wrong shape, out of range."""
     a = np.asarray(p.pixels, dtype=np.float64)
-    if a.shape not in ((28, 28), (784,)):
-        raise InputError(422, f"pixels must be 28x28 nested lists or 784 values, got shape {list(a.shape)}")
+    if a.shape not in ((SIDE, SIDE), (N_PIXELS,)):
+        raise InputError(
+            422, f"pixels must be {SIDE}x{SIDE} nested lists or {N_PIXELS} values, got shape {list(a.shape)}"
+        )
     if not np.isfinite(a).all():
         raise InputError(422, "pixels must be finite numbers (found NaN or infinity)")
     lo, hi = float(a.min()), float(a.max())
@@ -67,7 +75,7 @@ def pixels_input(p: PredictPixels) -> np.ndarray:
     top = 1.0 if scale == "unit" else 255.0
     if lo < 0 or hi > top:
         raise InputError(422, f"pixel values must be within 0..{top:g} for scale {scale!r}, got {lo:g}..{hi:g}")
-    return (a / top).astype(np.float32).reshape(28, 28)
+    return from_pixels(a, max_value=top).reshape(SIDE, SIDE)
 
 
 def json_input(body: bytes, max_pixels: int) -> np.ndarray:

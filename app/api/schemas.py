@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from app.services.job_store import Job, JobStatus
+from model.config import MAX_SHIFT, PRESETS
+from model.optimizers import OPTIMIZERS, SCHEDULES
+from model.spec import N_CLASSES
+
+# Literal of a tuple of names: the same JSON schema (an enum of strings) as the names written out.
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+OptimizerName = Literal[OPTIMIZERS]  # type: ignore[valid-type]
+ScheduleName = Literal[SCHEDULES]  # type: ignore[valid-type]
+JobStatusName = Literal[tuple(s.value for s in JobStatus)]  # type: ignore[valid-type]
 
 
 class PredictImage(BaseModel):
@@ -27,9 +39,9 @@ class PredictPixels(BaseModel):
 
 
 class Prediction(BaseModel):
-    digit: int = Field(..., ge=0, le=9)
+    digit: int = Field(..., ge=0, le=N_CLASSES - 1)
     confidence: float = Field(..., description="probability of `digit`")
-    probabilities: list[float] = Field(..., min_length=10, max_length=10, description="P(0)..P(9), sum 1")
+    probabilities: list[float] = Field(..., min_length=N_CLASSES, max_length=N_CLASSES, description="P(0)..P(9), sum 1")
     uncertain: bool = Field(..., description="confidence is under the server's threshold")
     model_version: str
     input_png: str | None = Field(None, description="with ?return_input=true: the 28x28 input as base64 PNG")
@@ -81,24 +93,25 @@ class ErrorBody(BaseModel):
     detail: Any
 
 
-MAX_UNITS, MAX_EPOCHS, MAX_LAYERS = 4096, 200, 8
+# What a 2-core server agrees to train; the admin page's form shows the same bounds.
+MAX_UNITS, MAX_EPOCHS, MAX_LAYERS, MAX_BATCH_SIZE = 4096, 200, 8, 60_000
 
 
 class TrainRequest(BaseModel):
     """A preset plus optional overrides, each within bounds that a 2-core server can honour."""
 
     model_config = ConfigDict(extra="forbid")
-    preset: Literal["seed", "default", "quick", "tiny"] = "quick"
+    preset: PresetName = "quick"
     layers: list[int] | None = Field(
         None, min_length=2, max_length=MAX_LAYERS, description="784, hidden sizes..., 10", examples=[[784, 256, 10]]
     )
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
-    batch_size: int | None = Field(None, ge=0, le=60_000, description="0 = full batch")
+    batch_size: int | None = Field(None, ge=0, le=MAX_BATCH_SIZE, description="0 = full batch")
     lr: float | None = Field(None, gt=0, le=10)
-    schedule: Literal["constant", "cosine", "step"] | None = None
-    optimizer: Literal["sgd", "momentum", "rmsprop", "adam"] | None = None
+    schedule: ScheduleName | None = None
+    optimizer: OptimizerName | None = None
     weight_decay: float | None = Field(None, ge=0, le=1)
-    augment_shift: int | None = Field(None, ge=0, le=4)
+    augment_shift: int | None = Field(None, ge=0, le=MAX_SHIFT)
     train_size: int | None = Field(None, ge=100, le=60_000)
     val_size: int | None = Field(None, ge=0, le=20_000)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
@@ -106,23 +119,24 @@ class TrainRequest(BaseModel):
         "if_better", description="'if_better': promote only if it beats the active model's test accuracy"
     )
 
+    @field_validator("layers")
+    @classmethod
+    def _units_within_bounds(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is not None and any(not 1 <= n <= MAX_UNITS for n in layers):
+            raise ValueError(f"every layer needs 1 to {MAX_UNITS} units")
+        return layers
 
-class TrainJob(BaseModel):
-    id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
-    preset: str
-    config: dict[str, Any]
-    activate: str
-    created: float
-    started: float | None = None
-    finished: float | None = None
+
+class TrainJob(Job):
+    """A training job: its status, progress, result, and how long it ran."""
+
+    status: JobStatusName  # the names, inline in the schema, rather than a separate enum type
+    pid: SkipJsonSchema[int | None] = Field(None, exclude=True)  # of this host: no business of a client
     duration_s: float | None = None
-    cancel_requested: bool = False
-    progress: dict[str, Any] | None = None
-    error: str | None = None
-    version: str | None = None
-    promoted: bool | None = None
-    result: dict[str, Any] | None = None
+
+    @classmethod
+    def from_job(cls, job: Job) -> TrainJob:
+        return cls(**job.model_dump(), duration_s=job.seconds_run())
 
 
 class TrainJobList(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from app.schemas import ErrorBody, PredictBatchJSON, PredictImage, PredictPixels
+from app.api.schemas import ErrorBody, PredictBatchJSON, PredictImage, PredictPixels
 
 IMAGE_TYPES = "image/png, image/jpeg, image/webp, image/bmp, image/gif"
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from app.deps import get_holder
-from app.metrics import render
-from app.schemas import Health
-from app.serving import ModelHolder
+from app.api.deps import HolderDep, MetricsDep
+from app.api.schemas import Health
 
 router = APIRouter(tags=["operations"])
 
@@ -28,7 +25,7 @@ async def healthz() -> Health:
     responses={503: {"model": Health, "description": "no valid model loaded yet"}},
     summary="Readiness: a valid model is loaded",
 )
-async def readyz(response: Response, holder: Annotated[ModelHolder, Depends(get_holder)]) -> Health:
+async def readyz(response: Response, holder: HolderDep) -> Health:
     if holder.current is None:
         response.status_code = 503
         return Health(status="no model loaded")
@@ -36,6 +33,6 @@ async def readyz(response: Response, holder: Annotated[ModelHolder, Depends(get_
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics, summed over all workers")
-def metrics() -> Response:
-    body, content_type = render()
+def metrics(metrics: MetricsDep) -> Response:
+    body, content_type = metrics.render()
     return Response(body, media_type=content_type)

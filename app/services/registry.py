@@ -4,26 +4,23 @@
     var/active                 the active version's name (replaced by rename, never edited)
 
 The committed `weights/*.npz` seed the registry on first start and are never modified. Every web
-worker watches the pointer (see `app.serving`), so activation reaches all of them without a restart.
+worker watches the pointer (see `app.services.model_holder`), so activation reaches all of them
+without a restart. Which new version becomes active is decided here too (`promotion`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from model import weights
+from model.card import ModelCard
 from model.files import atomic_file
-from model.images import PIPELINE
 from model.network import Network
+from model.spec import NORMALISATION
 
 log = logging.getLogger("digits.registry")
 
@@ -39,6 +36,10 @@ class InvalidVersion(ValueError):
     pass
 
 
+class IncompatibleModel(ValueError):
+    """A readable model that expects other input than this server makes."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_file(path, "w") as f:
         f.write(text)
@@ -49,18 +50,34 @@ def atomic_copy(src: Path, dst: Path) -> None:
         shutil.copyfileobj(inp, out)
 
 
-def check_servable(meta: dict[str, Any]) -> None:
+def check_input(card: ModelCard) -> None:
     """A model is served only if it expects the input this server makes."""
-    expected = (meta.get("input_normalisation") or {}).get("preprocess")
-    if expected != PIPELINE:
-        raise weights.WeightsError(f"model expects input preprocessing {expected!r}, this server makes {PIPELINE!r}")
+    expected = card.input_normalisation.preprocess if card.input_normalisation else None
+    if expected != NORMALISATION:
+        raise IncompatibleModel(f"model expects input preprocessing {expected!r}, this server makes {NORMALISATION!r}")
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
     network: Network
-    metadata: dict[str, Any]
+    card: ModelCard
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promote: bool
+    compared_with: str | None  # the version active when the decision was made
+    compared_accuracy: float | None
+
+
+def promotion(candidate: ModelCard, active: str | None, active_card: ModelCard | None, mode: str) -> Promotion:
+    """The promotion policy: "always", or "if_better": a higher MNIST test accuracy than the active
+    version's (or no active version, or one that does not say its accuracy)."""
+    active_acc = active_card.test_accuracy if active_card else None
+    new_acc = candidate.test_accuracy
+    better = active_acc is None or (new_acc is not None and new_acc > active_acc)
+    return Promotion(mode == "always" or better, active, active_acc)
 
 
 class Registry:
@@ -69,7 +86,7 @@ class Registry:
         self.models = self.root / "models"
         self.pointer = self.root / "active"
         self.seed_dir = seed_dir
-        self._meta_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cards: dict[str, tuple[float, ModelCard]] = {}
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -108,31 +125,38 @@ class Registry:
     def versions(self) -> list[str]:
         return sorted(p.stem for p in self.models.glob("*.npz") if VERSION_RE.match(p.stem))
 
-    def metadata(self, version: str) -> dict[str, Any]:
-        """The metadata entry alone (cached by mtime): listing versions never loads the arrays."""
+    def card(self, version: str) -> ModelCard:
+        """The version's card (cached by mtime); raises WeightsError for a file it cannot read."""
         path = self.path(version)
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
             raise UnknownVersion(version) from None
-        cached = self._meta_cache.get(version)
+        cached = self._cards.get(version)
         if cached and cached[0] == mtime:
             return cached[1]
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                meta = json.loads(str(npz[weights.METADATA_KEY][()]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-            meta = {"error": f"unreadable: {e}"}
-        self._meta_cache[version] = (mtime, meta)
-        return meta
+        card = weights.read_card(path)
+        self._cards[version] = (mtime, card)
+        return card
 
     def load(self, version: str) -> LoadedModel:
+        """The whole version, validated; raises WeightsError or IncompatibleModel."""
         path = self.path(version)
         if not path.exists():
             raise UnknownVersion(version)
-        net, meta = weights.load(path)  # raises WeightsError
-        check_servable(meta)
-        return LoadedModel(version, net, meta)
+        net, card = weights.load(path)
+        check_input(card)
+        return LoadedModel(version, net, card)
+
+    def promotion(self, candidate: ModelCard, mode: str) -> Promotion:
+        active = self.active_version()
+        active_card = None
+        if active is not None:
+            try:
+                active_card = self.card(active)
+            except (UnknownVersion, weights.WeightsError):
+                active_card = None  # a broken active version is no bar to a working one
+        return promotion(candidate, active, active_card, mode)
 
     # ---- changes -----------------------------------------------------------------------------
 
@@ -143,8 +167,8 @@ class Registry:
         log.info("activated model version", extra={"version": version})
         return loaded
 
-    def register(self, network: Network, metadata: dict[str, Any], version: str) -> Path:
+    def register(self, network: Network, card: ModelCard, version: str) -> Path:
         path = self.path(version)
         if path.exists():
             raise InvalidVersion(f"version {version!r} exists already")
-        return weights.save(path, network, metadata)
+        return weights.save(path, network, card)

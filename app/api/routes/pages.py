@@ -1,4 +1,4 @@
-"""The two pages: the drawing pad at / and the admin page at /admin."""
+"""The two pages: the drawing pad at / and the admin page at /admin, and the offline API docs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,25 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from app.settings import REPO_ROOT
-from model.config import PRESETS
+from app.api.schemas import MAX_BATCH_SIZE, MAX_EPOCHS
+from app.services.job_store import ACTIVE
+from model.config import MAX_SHIFT, PRESETS
+from model.optimizers import OPTIMIZERS, SCHEDULES
+from model.paths import REPO_ROOT
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=REPO_ROOT / "templates")
+
+# The admin form offers what the API accepts: the same names and bounds, from where they are defined.
+TRAIN_FORM = {
+    "presets": list(PRESETS),
+    "optimizers": list(OPTIMIZERS),
+    "schedules": list(SCHEDULES),
+    "max_epochs": MAX_EPOCHS,
+    "max_batch_size": MAX_BATCH_SIZE,
+    "max_shift": MAX_SHIFT,
+    "active_states": [str(s) for s in ACTIVE],
+}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -24,7 +38,7 @@ def draw_page(request: Request) -> HTMLResponse:
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "admin.html", {"page": "admin", "presets": list(PRESETS)})
+    return templates.TemplateResponse(request, "admin.html", {"page": "admin", **TRAIN_FORM})
 
 
 @router.get("/docs", response_class=HTMLResponse)

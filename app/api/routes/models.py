@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, HTTPException
 
-from fastapi import APIRouter, Depends, HTTPException
-
-from app.auth import AdminDep
-from app.deps import get_holder, get_registry
-from app.registry import InvalidVersion, Registry, UnknownVersion
-from app.schemas import ErrorBody, ModelList, ModelVersion
-from app.serving import ModelHolder
+from app.api.auth import AdminDep
+from app.api.deps import HolderDep, RegistryDep
+from app.api.schemas import ErrorBody, ModelList, ModelVersion
+from app.services.registry import IncompatibleModel, InvalidVersion, Registry, UnknownVersion
 from model.weights import WeightsError
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
+def _card(registry: Registry, version: str) -> dict:
+    try:
+        return registry.card(version).as_dict()
+    except WeightsError as e:
+        return {"error": str(e)}
+
+
 @router.get("", response_model=ModelList, summary="Model versions with their metadata")
-def list_models(
-    registry: Annotated[Registry, Depends(get_registry)], holder: Annotated[ModelHolder, Depends(get_holder)]
-) -> ModelList:
+def list_models(registry: RegistryDep, holder: HolderDep) -> ModelList:
     active = registry.active_version()
     return ModelList(
         active=active,
         serving=holder.current.version if holder.current else None,
         versions=[
-            ModelVersion(version=v, active=v == active, metadata=registry.metadata(v)) for v in registry.versions()
+            ModelVersion(version=v, active=v == active, metadata=_card(registry, v)) for v in registry.versions()
         ],
     )
 
@@ -41,17 +43,13 @@ def list_models(
     },
     summary="Make a version the one served (rollback included)",
 )
-def activate(
-    version: str,
-    registry: Annotated[Registry, Depends(get_registry)],
-    holder: Annotated[ModelHolder, Depends(get_holder)],
-) -> ModelVersion:
+def activate(version: str, registry: RegistryDep, holder: HolderDep) -> ModelVersion:
     """Validates the whole file first; every worker serves the new version within a second."""
     try:
         loaded = registry.activate(version)
     except (UnknownVersion, InvalidVersion):
         raise HTTPException(404, f"no model version {version!r}") from None
-    except WeightsError as e:
+    except (WeightsError, IncompatibleModel) as e:
         raise HTTPException(422, f"model version {version!r} failed validation and was not activated: {e}") from None
     holder.refresh()  # this worker at once; the others through their watchers
-    return ModelVersion(version=version, active=True, metadata=loaded.metadata)
+    return ModelVersion(version=version, active=True, metadata=loaded.card.as_dict())

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.registry import LoadedModel, Registry, UnknownVersion
+from app.services.registry import IncompatibleModel, LoadedModel, Registry, UnknownVersion
 from model.weights import WeightsError
 
 log = logging.getLogger("digits.serving")
@@ -37,7 +37,7 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             loaded = self.registry.load(version)
-        except (WeightsError, UnknownVersion, ValueError) as e:
+        except (WeightsError, IncompatibleModel, UnknownVersion, ValueError) as e:
             self._refused = (version, mtime)
             serving = self.current.version if self.current else None
             log.error(

@@ -1,0 +1,153 @@
+"""POST /predict and /predict/batch: images or pixels in, digits and probabilities out.
+
+The work of one request is about a millisecond of CPU, so it runs inline on the event loop rather
+than paying for a thread hop, and the settings and model come straight from the app's state:
+FastAPI's dependency solving cost a measured 0.2 ms a request here, 15% of the endpoint's budget.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import UploadFile
+
+from app.api.deps import get_loaded_model
+from app.api.inputs import (
+    IMAGE_MEDIA_TYPES,
+    JSON,
+    MULTIPART,
+    InputError,
+    decode_base64_image,
+    image_input,
+    json_input,
+    media_type,
+    unsupported_media,
+)
+from app.api.predict_docs import BATCH_BODY, ERRORS, PREDICT_BODY
+from app.api.schemas import BatchItem, BatchItemError, BatchResponse, PredictBatchJSON, Prediction
+from app.services.registry import LoadedModel
+from model.images import to_png
+
+router = APIRouter(tags=["predict"])
+# Both routes leave unset fields out of answers and document the same error statuses.
+ANSWERS = {"response_model_exclude_none": True, "responses": ERRORS}
+ReturnInput = Annotated[bool, Query(description="include the 28x28 image the model saw")]
+
+
+def _prediction(request: Request, probs: np.ndarray, x: np.ndarray, model: LoadedModel, return_input: bool):
+    digit = int(np.argmax(probs))
+    confidence = float(probs[digit])
+    request.app.state.metrics.count_prediction(digit)
+    return Prediction(
+        digit=digit,
+        confidence=confidence,
+        probabilities=[float(p) for p in probs],
+        uncertain=confidence < request.app.state.settings.uncertain_below,
+        model_version=model.version,
+        input_png=base64.b64encode(to_png(x)).decode() if return_input else None,
+    )
+
+
+async def _uploads(request: Request, field: str, limit: int, max_fields: int) -> list[bytes | InputError]:
+    """The entries of a multipart body's `field`: each file's bytes, or an error for a non-file entry.
+
+    More than `limit` files is a 422; Starlette refuses a body with more than one file past the limit
+    (400) before buffering it.
+    """
+    async with request.form(max_files=limit + 1, max_fields=max_fields) as form:
+        entries = form.getlist(field)
+        if len(entries) > limit:
+            raise InputError(422, f"at most {limit} images per request in the field '{field}', got more")
+        return [await e.read() if isinstance(e, UploadFile) else InputError(422, "not a file") for e in entries]
+
+
+async def _single_input(request: Request) -> np.ndarray:
+    max_pixels = request.app.state.settings.max_image_pixels
+    media = media_type(request.headers.get("content-type"))
+    if media == MULTIPART:
+        files = await _uploads(request, "file", limit=1, max_fields=4)
+        if not files or isinstance(files[0], InputError):
+            raise InputError(422, "multipart body needs an image file in the field 'file'")
+        return image_input(files[0], max_pixels)
+    if media == JSON:
+        return json_input(await request.body(), max_pixels)
+    if media in IMAGE_MEDIA_TYPES:
+        return image_input(await request.body(), max_pixels)
+    raise unsupported_media(
+        media, "multipart/form-data with field 'file', application/json with 'image' or 'pixels', or a raw image/* body"
+    )
+
+
+@router.post("/predict", response_model=Prediction, openapi_extra=PREDICT_BODY, summary="Classify one digit", **ANSWERS)
+async def predict(request: Request, return_input: ReturnInput = False) -> Prediction:
+    """One image as a multipart upload (field `file`), a JSON data URL or base64 (`image`), MNIST-format
+    `pixels`, or a raw `image/*` body. Images are cropped to their ink, scaled to 20 px and centred by
+    mass, as MNIST was made; `pixels` are fed as they are."""
+    model = get_loaded_model(request)
+    x = await _single_input(request)
+    probs = model.network.predict_proba(x.reshape(1, -1))[0]
+    return _prediction(request, probs, x, model, return_input)
+
+
+async def _batch_payloads(request: Request, limit: int) -> list[bytes | InputError]:
+    media = media_type(request.headers.get("content-type"))
+    if media == MULTIPART:
+        payloads = await _uploads(request, "files", limit=limit, max_fields=limit + 1)
+    elif media == JSON:
+        body = PredictBatchJSON.model_validate_json(await request.body())
+        if len(body.images) > limit:
+            raise InputError(422, f"at most {limit} images per batch, got {len(body.images)}")
+        payloads = []
+        for text in body.images:
+            try:
+                payloads.append(decode_base64_image(text))
+            except InputError as e:
+                payloads.append(e)
+    else:
+        raise unsupported_media(media, "multipart 'files' or JSON 'images'")
+    if not payloads:
+        raise InputError(422, "no images: send multipart 'files' or JSON 'images'")
+    return payloads
+
+
+def _normalise(payload: bytes | InputError, max_pixels: int) -> np.ndarray | InputError:
+    if isinstance(payload, InputError):
+        return payload
+    try:
+        return image_input(payload, max_pixels)
+    except InputError as e:
+        return e
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    openapi_extra=BATCH_BODY,
+    summary="Classify up to 256 digits",
+    **ANSWERS,
+)
+async def predict_batch(request: Request, return_input: ReturnInput = False) -> BatchResponse:
+    """Images as multipart `files` or JSON `{"images": [...]}` (data URLs or base64), answered in order.
+
+    A bad item does not fail the batch: its entry has `ok: false` and an `error` with the status and
+    message a single /predict would have given; the others are classified. A malformed request as a
+    whole (no images, more than the limit, wrong content type) is answered with that error instead.
+    """
+    settings, model = request.app.state.settings, get_loaded_model(request)
+    payloads = await _batch_payloads(request, settings.max_batch)
+    inputs = [_normalise(p, settings.max_image_pixels) for p in payloads]
+    good = [i for i, x in enumerate(inputs) if not isinstance(x, InputError)]
+    probs = model.network.predict_proba(np.stack([inputs[i].reshape(-1) for i in good])) if good else []
+    rows = dict(zip(good, probs, strict=True))
+    items = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, InputError):
+            items.append(BatchItem(index=i, ok=False, error=BatchItemError(status=x.status, detail=str(x.detail))))
+        else:
+            items.append(BatchItem(index=i, ok=True, result=_prediction(request, rows[i], x, model, return_input)))
+    return BatchResponse(
+        model_version=model.version, count=len(items), failed=sum(not it.ok for it in items), items=items
+    )

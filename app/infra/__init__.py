@@ -1,0 +1,1 @@
+"""Plumbing every part shares: settings from the environment, JSON logs, Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""What the HTTP layer calls: the model registry, the served model, training jobs and their process."""
