@@ -21,7 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.config import TrainConfig
-from model.data import load_mnist, to_float
+from model.data import load_mnist
+from model.spec import from_pixels
 from model.train import train
 
 
@@ -53,7 +54,7 @@ def numpy_epochs(layers: list[int], epochs: int, x: np.ndarray, y: np.ndarray) -
 
 
 def bench_numpy_inference(net, x_u8: np.ndarray) -> None:
-    x = to_float(x_u8[:10_000])
+    x = from_pixels(x_u8[:10_000])
     one = x[:1]
     for _ in range(200):
         net.predict_proba(one)
@@ -89,7 +90,7 @@ def torch_epochs(layers: list[int], epochs: int, x_u8: np.ndarray, y: np.ndarray
     model = torch.nn.Sequential(*mods)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.from_numpy(to_float(x_u8))
+    x = torch.from_numpy(from_pixels(x_u8))
     yt = torch.from_numpy(y.astype(np.int64))
     n = len(x)
     times = []
