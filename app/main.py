@@ -20,6 +20,7 @@ from app.api.routes import models, ops, pages, predict, train
 from app.infra import prometheus
 from app.infra.logs import setup_logging
 from app.infra.settings import Settings
+from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
 from app.services.registry import Registry
@@ -43,6 +44,9 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         app.state.metrics = metrics
         app.state.registry = registry
         app.state.holder = holder
+        app.state.image_work = ImageWork(
+            settings.max_image_pixels, settings.max_request_pixels, settings.decode_threads
+        )
         app.state.admin_token = resolve_admin_token(settings.admin_token, settings.runtime_dir)
         app.state.jobs = JobStore(settings.runtime_dir / "jobs.sqlite")
         app.state.training = TrainingLauncher(app.state.jobs, settings)
@@ -52,6 +56,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
             yield
         finally:
             await app.state.training.shutdown()
+            app.state.image_work.close()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -21,9 +21,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model.spec import SIDE
 
-SUPPORTED_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF"}
+SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF"}  # MPO: a camera's multi-picture JPEG
 DEFAULT_MAX_PIXELS = 16_000_000  # 4000 x 4000
 WORKING_SIDE = 1024  # larger images are reduced to this before any per-pixel work
+MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10; each scan costs a pass over every coefficient
+WORKING_MODES = {"L", "LA", "RGB", "RGBA"}  # what the ink finder reads (and Pillow's reduce() takes)
 
 BOX = 20  # the longer side of the digit inside the 28x28 frame
 INK_THRESHOLD = 0.1  # of the strongest ink: below this, a pixel is background noise
@@ -35,37 +37,60 @@ class ImageError(ValueError):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # "undecodable", "unsupported", "too_large" or "blank"
+        self.kind = kind  # "undecodable", "unsupported", "too_large", "too_costly" or "blank"
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode bytes with Pillow, refusing oversized images before their pixels are decoded."""
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read the header only, and refuse what would be too large or too costly to decode."""
     if not data:
         raise ImageError("undecodable", "empty image data")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))  # reads the header only
+            img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise ImageError("undecodable", "not a recognised image (expected PNG, JPEG, WebP, BMP or GIF)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError("too_large", f"image has more than {max_pixels} pixels") from None
         except Exception as e:  # Pillow raises many types for malformed headers
             raise ImageError("undecodable", f"cannot read image header ({e})") from None
-        if img.format not in SUPPORTED_FORMATS:
-            raise ImageError("unsupported", f"unsupported image format {img.format}; use PNG, JPEG, WebP, BMP or GIF")
-        w, h = img.size
-        if w * h > max_pixels:
-            raise ImageError("too_large", f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
-        if w < 1 or h < 1:
-            raise ImageError("undecodable", "image has no pixels")
+    if img.format not in SUPPORTED_FORMATS:
+        raise ImageError("unsupported", f"unsupported image format {img.format}; use PNG, JPEG, WebP, BMP or GIF")
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError("too_large", f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+    if w < 1 or h < 1:
+        raise ImageError("undecodable", "image has no pixels")
+    # Outside entropy-coded data a 0xFF byte is stuffed (FF 00), so FF DA marks a scan and nothing else.
+    if img.format in ("JPEG", "MPO") and data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+        raise ImageError("too_costly", f"JPEG has more than {MAX_JPEG_SCANS} scans; a photo or drawing has about 10")
+    return img
+
+
+def _working_mode(img: Image.Image) -> Image.Image:
+    """Palette, 1-bit, 16-bit and CMYK images in a mode the ink finder reads, without losing contrast."""
+    if img.mode in WORKING_MODES:
+        return img
+    if img.mode.startswith("I"):  # 16-bit greyscale (I;16, I;16B) or I: scale 0..65535 to 0..255, not clip
+        a = np.asarray(img.convert("I") if img.mode != "I" else img, dtype=np.int64)
+        return Image.fromarray(np.clip(a // 257, 0, 255).astype(np.uint8), mode="L")
+    has_alpha = img.mode in ("PA", "La") or "transparency" in img.info
+    return img.convert("RGBA" if has_alpha else "L" if img.mode in ("1", "F") else "RGB")
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes with Pillow, refusing oversized images before their pixels are decoded."""
+    img = open_image(data, max_pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)  # an animation (GIF, APNG, WebP): its first frame
-            if img.format == "JPEG":
+                img.seek(0)  # an animation (GIF, APNG, WebP) or an MPO: its first frame
+            if img.format in ("JPEG", "MPO"):
                 img.draft(img.mode, (WORKING_SIDE, WORKING_SIDE))  # decode at 1/2, 1/4 or 1/8 scale: cheap
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # photos: honour the camera's orientation
+            img = _working_mode(img)
             if max(img.size) > WORKING_SIDE:
                 # The digit ends up 20 px tall: a photo's 12 megapixels only cost time. Box-averaged.
                 img = img.reduce(math.ceil(max(img.size) / WORKING_SIDE))

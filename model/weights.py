@@ -44,15 +44,24 @@ def save(path: str | os.PathLike, network: Network, card: ModelCard) -> Path:
     return path
 
 
-def read_card(path: str | os.PathLike) -> ModelCard:
-    """The card alone, without building the network: listing versions never loads the arrays."""
+def _reason(e: Exception) -> str:
+    # An OSError's text names the file; the caller's `name` already says which one.
+    return e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+
+
+def read_card(path: str | os.PathLike, name: str | None = None) -> ModelCard:
+    """The card alone, without building the network: listing versions never loads the arrays.
+
+    Errors name the file as `name` (default: its path).
+    """
+    name = name or str(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return _card(npz[METADATA_KEY], str(path))
+            return _card(npz[METADATA_KEY], name)
     except FileNotFoundError:
-        raise WeightsError(f"{path}: file not found") from None
+        raise WeightsError(f"{name}: file not found") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise WeightsError(f"{path}: unreadable: {e}") from None
+        raise WeightsError(f"{name}: unreadable: {_reason(e)}") from None
 
 
 def _card(entry: np.ndarray, name: str) -> ModelCard:
@@ -64,23 +73,25 @@ def _card(entry: np.ndarray, name: str) -> ModelCard:
         raise WeightsError(f"{name}: {e}") from None
 
 
-def load(path: str | os.PathLike) -> tuple[Network, ModelCard]:
-    """Read and validate a weights file; raise WeightsError saying what is wrong."""
+def load(path: str | os.PathLike, name: str | None = None) -> tuple[Network, ModelCard]:
+    """Read and validate a weights file; raise WeightsError saying what is wrong, naming the file `name`
+    (default: its path)."""
+    name = name or str(path)
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise WeightsError(f"{path}: not an .npz archive")
+                raise WeightsError(f"{name}: not an .npz archive")
             arrays = {k: npz[k] for k in npz.files}
     except WeightsError:
         raise
     except FileNotFoundError:
-        raise WeightsError(f"{path}: file not found") from None
+        raise WeightsError(f"{name}: file not found") from None
     except ValueError as e:  # pickled content is refused by allow_pickle=False
-        raise WeightsError(f"{path}: refused: {e}") from None
+        raise WeightsError(f"{name}: refused: {e}") from None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
-        raise WeightsError(f"{path}: unreadable or truncated ({type(e).__name__}: {e})") from None
-    return from_arrays(arrays, str(path))
+        raise WeightsError(f"{name}: unreadable or truncated ({_reason(e)})") from None
+    return from_arrays(arrays, name)
 
 
 def _check_layers(layers: object, name: str) -> list[int]:

@@ -16,6 +16,8 @@ os.environ.pop("ADMIN_TOKEN", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-admin-token"
+# A short vertical stroke in MNIST format: the least a /predict request needs to be answered.
+STROKE = [0] * 300 + [255] * 20 + [0] * 464
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import STROKE
 
 from app.infra.settings import Settings
 
@@ -76,7 +77,7 @@ def test_corrupt_version_is_refused_and_never_served(client, admin, settings, ca
         assert holder.refresh() is False
     assert holder.current.version == "default"
     assert any("refused to load" in rec.getMessage() for rec in caplog.records)
-    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
 
 
 def test_health_and_readiness(client):
@@ -92,7 +93,7 @@ def test_not_ready_without_a_valid_model(make_client, tmp_path):
     assert client.get("/healthz").status_code == 200
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["status"] == "no model loaded"
-    r = client.post("/predict", json={"pixels": [0] * 784})
+    r = client.post("/predict", json={"pixels": STROKE})
     assert r.status_code == 503 and "no valid model" in r.json()["detail"]
 
 

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from conftest import STROKE
 from servers import uvicorn_server
 
 TOKEN = "e2e-token"
@@ -67,7 +68,7 @@ def test_corrupt_version_is_refused_and_never_served(server):
     answers = [_ask(server.url) for _ in range(40)]
     assert {v for _, v in answers} == {before}
     assert len({p for p, _ in answers}) == 2
-    r = httpx.post(f"{server.url}/predict", json={"pixels": [0] * 784}, timeout=5)
+    r = httpx.post(f"{server.url}/predict", json={"pixels": STROKE}, timeout=5)
     assert r.status_code == 200 and r.json()["model_version"] == before
     assert server.log_text().count("refused to load model version") == 2  # once per worker, not per poll
     httpx.post(f"{server.url}/models/{before}/activate", headers=headers, timeout=10).raise_for_status()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN
+from conftest import STROKE, TOKEN
 
 from app.infra.settings import Settings
 from app.services.job_store import JobStore
@@ -50,7 +50,7 @@ def wait_running(client, job_id, admin):
 def served_within(client, version, seconds):
     """The training process switches the pointer; each worker's watcher follows it within a second."""
     deadline = time.monotonic() + seconds
-    while client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] != version:
+    while client.post("/predict", json={"pixels": STROKE}).json()["model_version"] != version:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -176,7 +176,7 @@ def test_a_killed_training_process_fails_and_registers_nothing(client, admin):
     assert done["status"] == "failed" and "SIGKILL" in done["error"]
     assert running["progress"]["step"] > 0
     assert versions(client) == before
-    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
 
 
 def test_restart_marks_running_jobs_interrupted(make_client, settings, admin):
@@ -215,7 +215,7 @@ def test_promotion_gate_both_ways_and_rollback(client, admin):
     assert forced["promoted"] is True and client.get("/models").json()["active"] == forced["version"]
     # Rollback is activation of an earlier version.
     assert client.post("/models/default/activate", headers=admin).status_code == 200
-    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
 
 
 def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
@@ -265,4 +265,4 @@ def test_a_real_full_disk_fails_the_job_and_keeps_serving(tmp_path, tiny_filesys
     assert done["status"] == "failed" and "No space left on device" in done["error"]
     assert sorted(p.name for p in tiny_filesystem.iterdir()) == ["default.npz"]  # no partial file left
     assert client.get("/models").json()["active"] == "default"
-    assert client.post("/predict", json={"pixels": [0] * 784}).json()["model_version"] == "default"
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"

@@ -7,10 +7,12 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 log = logging.getLogger("digits.auth")
@@ -42,12 +44,9 @@ def resolve_admin_token(configured: str | None, runtime_dir: Path) -> str:
     return token
 
 
-def require_admin(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
+def _check_token(request: Request, given: str | None) -> None:
     expected: str = request.app.state.admin_token
-    given = credentials.credentials if credentials else ""
-    if not credentials or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(
             status_code=401,
             detail="admin token missing or wrong: send 'Authorization: Bearer <ADMIN_TOKEN>'",
@@ -55,4 +54,27 @@ def require_admin(
         )
 
 
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    _check_token(request, credentials.credentials if credentials else None)
+
+
 AdminDep = Depends(require_admin)
+
+
+class AdminFirstRoute(APIRoute):
+    """A route whose admin check runs before FastAPI reads the body, not after as dependencies do:
+    a caller without the token gets 401 whatever it sends, and never learns how a body is parsed."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not any(d.dependency is require_admin for d in self.dependencies):
+            return handler
+
+        async def admin_first(request: Request) -> Response:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            _check_token(request, token.strip() if scheme.lower() == "bearer" else None)
+            return await handler(request)
+
+        return admin_first

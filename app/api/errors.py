@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from app.api.inputs import InputError, validation_message
 
 log = logging.getLogger("digits.app")
+CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer: not the server's fault
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -32,6 +35,22 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        log.info("client disconnected before sending its whole request", extra={"path": request.url.path})
+        return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the metrics count it as the client's
+
+    @app.exception_handler(OSError)
+    async def storage_error(request: Request, exc: OSError) -> JSONResponse:
+        log.error("runtime folder error", extra={"path": request.url.path, "error": str(exc)})
+        detail = f"the server cannot write its runtime folder ({exc.strerror or type(exc).__name__}); try again later"
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    @app.exception_handler(sqlite3.Error)
+    async def database_error(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        log.error("job database error", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse({"detail": f"the job database is unavailable ({exc}); try again later"}, status_code=503)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,12 +12,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.api.schemas import PredictImage, PredictPixels
-from model.images import ImageError, normalise_bytes
+from model.images import ImageError
 from model.spec import N_PIXELS, SIDE, from_pixels
 
 MULTIPART, JSON = "multipart/form-data", "application/json"
 IMAGE_MEDIA_TYPES = {"image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif", "image/x-ms-bmp"}
-_STATUS = {"undecodable": 400, "unsupported": 415, "too_large": 413, "blank": 422}
+_STATUS = {"undecodable": 400, "unsupported": 415, "too_large": 413, "too_costly": 422, "blank": 422}
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[^,]*)?,", re.ASCII)
 
 
@@ -36,12 +36,8 @@ def unsupported_media(media: str, accepted: str) -> InputError:
     return InputError(415, f"unsupported content type {media or '(none)'!r}: send {accepted}")
 
 
-def image_input(data: bytes, max_pixels: int) -> np.ndarray:
-    """Image file bytes -> (28, 28) float32 network input."""
-    try:
-        return normalise_bytes(data, max_pixels)
-    except ImageError as e:
-        raise InputError(_STATUS[e.kind], str(e)) from None
+def image_error(e: ImageError) -> InputError:
+    return InputError(_STATUS[e.kind], str(e))
 
 
 def decode_base64_image(text: str) -> bytes:
@@ -62,12 +58,14 @@ def decode_base64_image(text: str) -> bytes:
 
 
 def pixels_input(p: PredictPixels) -> np.ndarray:
-    """MNIST-format pixels -> (28, 28) float32 in [0, 1]; refuses NaN, inf, wrong shape, out of range."""
-    a = np.asarray(p.pixels, dtype=np.float64)
+    """MNIST-format pixels -> (28, 28) float32 in [0, 1]; refuses NaN, inf, wrong shape, out of range, blank."""
+    shape = f"pixels must be {SIDE}x{SIDE} nested lists or {N_PIXELS} values"
+    try:
+        a = np.asarray(p.pixels, dtype=np.float64)
+    except ValueError:  # rows of different lengths
+        raise InputError(422, f"{shape}; rows have different lengths") from None
     if a.shape not in ((SIDE, SIDE), (N_PIXELS,)):
-        raise InputError(
-            422, f"pixels must be {SIDE}x{SIDE} nested lists or {N_PIXELS} values, got shape {list(a.shape)}"
-        )
+        raise InputError(422, f"{shape}, got shape {list(a.shape)}")
     if not np.isfinite(a).all():
         raise InputError(422, "pixels must be finite numbers (found NaN or infinity)")
     lo, hi = float(a.min()), float(a.max())
@@ -75,15 +73,31 @@ def pixels_input(p: PredictPixels) -> np.ndarray:
     top = 1.0 if scale == "unit" else 255.0
     if lo < 0 or hi > top:
         raise InputError(422, f"pixel values must be within 0..{top:g} for scale {scale!r}, got {lo:g}..{hi:g}")
+    if hi == 0:
+        raise InputError(422, "no ink found: every pixel is 0")
     return from_pixels(a, max_value=top).reshape(SIDE, SIDE)
 
 
-def json_input(body: bytes, max_pixels: int) -> np.ndarray:
-    """{"image": ...} or {"pixels": ...} -> (28, 28) network input."""
+# A JSON body holds an image (base64 has no commas or brackets) or at most 784 pixels in 29 brackets:
+# anything with far more is refused before it is parsed, which would cost seconds and hundreds of MB.
+MAX_JSON_COMMAS, MAX_JSON_BRACKETS = 4 * N_PIXELS, 4 * SIDE
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or a 400/422 that says what is wrong with it."""
+    if body.count(b",") > MAX_JSON_COMMAS or body.count(b"[") > MAX_JSON_BRACKETS:
+        raise InputError(422, f"too many values: pixels holds at most {N_PIXELS} numbers in {SIDE} rows")
     try:
-        raw = json.loads(body)
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(400, f"body is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # a number of thousands of digits; nesting past the stack
+        raise InputError(422, f"body is not JSON this API accepts: {str(e)[:200]}") from None
+
+
+def json_input(body: bytes) -> np.ndarray | bytes:
+    """{"pixels": ...} -> (28, 28) network input; {"image": ...} -> the image file's bytes."""
+    raw = parse_json(body)
     if not isinstance(raw, dict) or ("image" in raw) == ("pixels" in raw):
         raise InputError(422, 'send a JSON object with exactly one of "image" (data URL or base64) or "pixels"')
     try:
@@ -92,7 +106,7 @@ def json_input(body: bytes, max_pixels: int) -> np.ndarray:
         req = PredictImage.model_validate(raw)
     except ValidationError as e:
         raise InputError(422, validation_message(e)) from None
-    return image_input(decode_base64_image(req.image), max_pixels)
+    return decode_base64_image(req.image)
 
 
 def validation_message(e: ValidationError) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.services.job_store import Job, JobStatus
@@ -12,6 +12,7 @@ from model.config import MAX_SHIFT, PRESETS
 from model.optimizers import OPTIMIZERS, SCHEDULES
 from model.spec import N_CLASSES
 
+Pixel = Annotated[float, Strict()]  # a JSON number: not true, not "1"
 # Literal of a tuple of names: the same JSON schema (an enum of strings) as the names written out.
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 OptimizerName = Literal[OPTIMIZERS]  # type: ignore[valid-type]
@@ -34,7 +35,7 @@ class PredictPixels(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    pixels: list[list[float]] | list[float]
+    pixels: list[list[Pixel]] | list[Pixel]
     scale: Literal["auto", "unit", "byte"] = "auto"
 
 
@@ -87,6 +88,7 @@ class Health(BaseModel):
     status: str
     model_version: str | None = None
     worker: int | None = Field(None, description="process id of the worker that answered")
+    detail: str | None = Field(None, description="why the model served is not the active version")
 
 
 class ErrorBody(BaseModel):

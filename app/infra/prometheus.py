@@ -10,9 +10,11 @@ then imports it. A process has one set of metrics: the first `setup` makes them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ from app.infra.asgi import HTTPMiddleware
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
 
+log = logging.getLogger("digits.metrics")
 _PID_FILE = re.compile(r"_(\d+)\.db$")
 
 
@@ -47,16 +50,27 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self._served_version: str | None = None
+        self._write_failed = False
 
     def count_prediction(self, digit: int) -> None:
-        # A metrics write must never cost an answer: the folder may be full or read-only.
-        with contextlib.suppress(OSError):
+        with self.never_failing():
             self.predictions.labels(digit=str(digit)).inc()
 
+    @contextlib.contextmanager
+    def never_failing(self) -> Iterator[None]:
+        """A metrics write must never cost an answer: the folder may be full or read-only."""
+        try:
+            yield
+        except OSError as e:
+            if not self._write_failed:
+                log.error("cannot write metrics; answering without them", extra={"error": str(e)})
+            self._write_failed = True
+
     def set_active_version(self, version: str) -> None:
-        if self._served_version is not None and self._served_version != version:
-            self.active_model.labels(version=self._served_version).set(0)
-        self.active_model.labels(version=version).set(1)
+        with self.never_failing():
+            if self._served_version is not None and self._served_version != version:
+                self.active_model.labels(version=self._served_version).set(0)
+            self.active_model.labels(version=version).set(1)
         self._served_version = version
 
     def remove_dead_process_files(self) -> None:
@@ -71,8 +85,9 @@ class Metrics:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                f.unlink(missing_ok=True)
-                multiprocess.mark_process_dead(pid)
+                with self.never_failing():
+                    f.unlink(missing_ok=True)
+                    multiprocess.mark_process_dead(pid)
             except PermissionError:
                 pass
 
@@ -122,5 +137,6 @@ class MetricsMiddleware(HTTPMiddleware):
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             labels = (scope["method"], template, str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            with self.metrics.never_failing():
+                self.metrics.requests.labels(*labels).inc()
+                self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)

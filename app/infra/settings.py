@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(MNIST_DIR, description="MNIST folder")
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width x height) decoded")
+    max_request_pixels: int = Field(
+        2 * DEFAULT_MAX_PIXELS, ge=1, description="most pixels one request may decode, over all its images"
+    )
+    decode_threads: int = Field(2, ge=1, le=16, description="image-decoding threads per worker")
     max_batch: int = Field(256, ge=1, le=4096, description="most images in one /predict/batch request")
     uncertain_below: float = Field(0.7, ge=0, le=1, description="confidence under which answers are 'uncertain'")
     reload_interval_s: float = Field(0.25, gt=0, description="how often each worker checks the active pointer")

@@ -15,13 +15,19 @@ log = logging.getLogger("digits.serving")
 
 class ModelHolder:
     """Holds the model this worker serves. Swapping is one reference assignment, so a request
-    that already took `current` finishes on the model it started with."""
+    that already took `current` finishes on the model it started with.
+
+    A worker that starts while the active version's file is broken has nothing to keep serving:
+    it serves the newest registered version that loads, and says so in `fallback` (and so in its
+    log and /readyz) until the active version loads again.
+    """
 
     def __init__(self, registry: Registry, on_change: Callable[[str], None] | None = None) -> None:
         self.registry = registry
         self.on_change = on_change
         self.current: LoadedModel | None = None
         self._refused: tuple[str, float] | None = None  # (version, mtime) that failed to load
+        self.fallback: str | None = None  # why this worker serves another version than the active one
 
     def refresh(self) -> bool:
         """Load the pointer's version if it is not the one served. True when the model changed."""
@@ -44,15 +50,34 @@ class ModelHolder:
                 "refused to load model version; keeping the one served",
                 extra={"version": version, "error": str(e), "serving": serving},
             )
-            return False
+            return self.current is None and self._fall_back(version, str(e))
+        self._serve(loaded, started)
+        self._refused = self.fallback = None
+        return True
+
+    def _fall_back(self, active: str, error: str) -> bool:
+        """With nothing served yet: the newest other version that loads. True when one did."""
+        by_age = sorted(self.registry.versions(), key=lambda v: self.registry.path(v).stat().st_mtime, reverse=True)
+        for version in (v for v in by_age if v != active):
+            started = time.perf_counter()
+            try:
+                loaded = self.registry.load(version)
+            except (WeightsError, IncompatibleModel, UnknownVersion, ValueError, OSError):
+                continue
+            self.fallback = f"the active version {active!r} does not load ({error}); serving {version!r} instead"
+            log.error("serving a fallback model version", extra={"active": active, "serving": version, "error": error})
+            self._serve(loaded, started)
+            return True
+        return False
+
+    def _serve(self, loaded: LoadedModel, started: float) -> None:
         previous = self.current.version if self.current else None
+        version = loaded.version
         self.current = loaded
-        self._refused = None
         if self.on_change is not None:
             self.on_change(version)
         load_ms = round((time.perf_counter() - started) * 1e3, 1)
         log.info("serving model version", extra={"version": version, "previous": previous, "load_ms": load_ms})
-        return True
 
     async def watch(self, interval_s: float) -> None:
         """Poll the pointer: a stat and a tiny read every interval, off the request path."""

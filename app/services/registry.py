@@ -135,7 +135,7 @@ class Registry:
         cached = self._cards.get(version)
         if cached and cached[0] == mtime:
             return cached[1]
-        card = weights.read_card(path)
+        card = weights.read_card(path, f"version {version!r}")
         self._cards[version] = (mtime, card)
         return card
 
@@ -144,7 +144,7 @@ class Registry:
         path = self.path(version)
         if not path.exists():
             raise UnknownVersion(version)
-        net, card = weights.load(path)
+        net, card = weights.load(path, f"version {version!r}")
         check_input(card)
         return LoadedModel(version, net, card)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from app.api.auth import AdminDep
+from app.api.auth import AdminDep, AdminFirstRoute
 from app.api.deps import HolderDep, RegistryDep
 from app.api.schemas import ErrorBody, ModelList, ModelVersion
 from app.services.registry import IncompatibleModel, InvalidVersion, Registry, UnknownVersion
 from model.weights import WeightsError
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=AdminFirstRoute)
 
 
 def _card(registry: Registry, version: str) -> dict:

@@ -23,12 +23,16 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     responses={503: {"model": Health, "description": "no valid model loaded yet"}},
-    summary="Readiness: a valid model is loaded",
+    summary="Readiness: a valid model is loaded ('degraded' when it is not the active version)",
 )
 async def readyz(response: Response, holder: HolderDep) -> Health:
     if holder.current is None:
         response.status_code = 503
         return Health(status="no model loaded")
+    if holder.fallback:
+        return Health(
+            status="degraded", model_version=holder.current.version, worker=os.getpid(), detail=holder.fallback
+        )
     return Health(status="ready", model_version=holder.current.version, worker=os.getpid())
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.auth import AdminDep
+from app.api.auth import AdminDep, AdminFirstRoute
 from app.api.deps import LauncherDep, StoreDep
 from app.api.schemas import ErrorBody, TrainJob, TrainJobList, TrainRequest
 from app.services.job_store import Job, JobConflict, JobStore
@@ -19,9 +20,11 @@ router = APIRouter(
     prefix="/train",
     tags=["training"],
     dependencies=[AdminDep],
+    route_class=AdminFirstRoute,
     responses={401: {"model": ErrorBody, "description": "admin token missing or wrong"}},
 )
 EVENT_POLL_S = 0.25
+EVENT_ID = re.compile(r"[0-9]{1,9}", re.ASCII)  # the ids this server sends: progress sequence numbers
 
 
 def _found(store: JobStore, job_id: str) -> Job:
@@ -29,6 +32,16 @@ def _found(store: JobStore, job_id: str) -> Job:
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")
     return job
+
+
+def found_job(job_id: str, store: StoreDep) -> Job:
+    """As a dependency, so that a stream's 404 is answered before the stream starts."""
+    return _found(store, job_id)
+
+
+def resume_after(last_event_id: Annotated[str | None, Header()] = None) -> int:
+    """The progress event a reconnecting client saw last; anything this server never sent counts as none."""
+    return int(last_event_id) if last_event_id and EVENT_ID.fullmatch(last_event_id) else 0
 
 
 @router.post(
@@ -94,13 +107,15 @@ async def _progress(store: JobStore, job_id: str, seq: int) -> AsyncIterator[Ser
     summary="Progress as Server-Sent Events",
 )
 async def job_events(
-    job_id: str, request: Request, store: StoreDep, last_event_id: Annotated[str | None, Header()] = None
+    request: Request,
+    store: StoreDep,
+    job: Annotated[Job, Depends(found_job)],
+    seq: Annotated[int, Depends(resume_after)],
 ) -> AsyncIterable[ServerSentEvent]:
     """`progress` events (epoch, step, loss, accuracies, samples/s, ETA) with the step count as id, so a
     reconnecting client resumes where it stopped; a `status` event at the start and when the job ends,
     after which the stream closes."""
-    job = _found(store, job_id)
-    seq = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    job_id = job.id
     yield ServerSentEvent(event="status", data=TrainJob.from_job(job).model_dump())
     while True:
         finished = not (await asyncio.to_thread(store.get, job_id)).is_active
