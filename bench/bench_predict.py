@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--http", default=None, help="uvicorn's HTTP implementation (default: what `digits serve` uses)")
     args = ap.parse_args()
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp:
@@ -102,7 +103,10 @@ def main() -> None:
             f"canvas PNG {png.stat().st_size} bytes, {args.workers} workers, {args.connections} connections, "
             f"{args.seconds} s, {os.cpu_count()} cores"
         )
-        with uvicorn_server(tmp / "var", workers=args.workers) as server:
+        command = [sys.executable, "-m", "digits", "serve", "--workers", str(args.workers), "--no-access-log"]
+        if args.http:
+            command += ["--http", args.http]
+        with uvicorn_server(tmp / "var", workers=args.workers, command=command) as server:
             run_wrk(wrk, server.url, script, png, args.connections, 2)  # warm-up
             r = run_wrk(wrk, server.url, script, png, args.connections, args.seconds)
     print(describe("POST /predict (multipart PNG)", r))

@@ -165,6 +165,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.infra.http_protocol import BoundedHttpToolsProtocol
     from app.infra.logs import UVICORN_LOG_CONFIG
 
     uvicorn.run(
@@ -174,6 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_config=UVICORN_LOG_CONFIG,
         access_log=not args.no_access_log,
+        http=BoundedHttpToolsProtocol if args.http == "httptools" else args.http,
     )
     return 0
 
@@ -210,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    p.add_argument(
+        "--http",
+        default="httptools",
+        choices=["httptools", "h11"],
+        help="HTTP parser: httptools with a 64 KiB bound on request heads (default), or h11",
+    )
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -43,11 +43,14 @@ def uvicorn_server(
     timeout_s: float = 60,
     cwd: Path = ROOT,
     command: list[str] | None = None,
+    log_dir: Path | None = None,
 ) -> Iterator[Server]:
-    """A server on a free port of 127.0.0.1; `command` replaces `uvicorn app.main:app` (the port is appended)."""
+    """A server on a free port of 127.0.0.1; `command` replaces `uvicorn app.main:app` (the port is appended).
+
+    Its output goes to server.log in `log_dir` (default: the runtime folder)."""
     runtime_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = runtime_dir / "server.log"
+    log = (log_dir or runtime_dir) / "server.log"
     full_env = {
         **os.environ,
         "DIGITS_RUNTIME_DIR": str(runtime_dir),

@@ -1,54 +1,71 @@
-"""Image decoding for one web worker: off the event loop, a few at a time, within a budget per request.
+"""Image decoding for one web worker: cheap images inline, costly ones in a small pool, within a budget.
 
 Decoding is the one part of a request whose cost the client chooses. Run inline, a costly image
 stalls every request on the worker's event loop, `/healthz` included; run in an unbounded pool,
-many of them take all the memory. So each worker decodes in a small pool of its own (Pillow and
-NumPy release the GIL while they work), and a request may ask for at most `request_pixels` pixels
-of decoding in all: a batch's items past that budget are refused, each with its own error.
+many of them take all the memory. So a canvas-sized image (the common case, about a millisecond)
+is decoded inline, where a thread hop would cost more than the work; anything costlier goes to a
+pool of a few threads per worker (Pillow and NumPy release the GIL while they work); and a request
+may decode at most `request_pixels` pixels in all: a batch's items past that are refused, each
+with its own error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from model.images import ImageError, normalise_bytes, open_image
+from model.images import ImageError, decode_cost, normalise, open_image
+
+INLINE_COST = 512 * 512  # a few milliseconds of decoding at most
+DECODE_NICENESS = 10
+
+
+class Budget:
+    """The decoding one request may still do, in pixels of a PNG (see model.images.decode_cost).
+
+    A request's first image is always within it (its own limits bound it); the others must fit.
+    """
+
+    def __init__(self, pixels: int) -> None:
+        self.left = self.total = pixels
+
+    def spend(self, cost: int) -> None:
+        if cost > self.left and self.left < self.total:
+            raise ImageError(
+                "too_large", f"this request's images add up to more than {self.total} pixels; send fewer or smaller"
+            )
+        self.left -= cost
+
+
+def _lower_priority() -> None:
+    # Linux keeps a nice value per thread: the event loop (cheap requests, /healthz) comes first.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
 class ImageWork:
     def __init__(self, max_pixels: int, request_pixels: int, threads: int = 2) -> None:
         self.max_pixels = max_pixels  # per image
         self.request_pixels = request_pixels  # per request, over all its images
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
-
-    def pixels(self, data: bytes) -> int:
-        """What decoding `data` will cost, from its header alone; raises ImageError as decoding would."""
-        w, h = open_image(data, self.max_pixels).size
-        return w * h
-
-    async def normalise(self, data: bytes) -> np.ndarray:
-        """Image file bytes -> (28, 28) network input, decoded in the pool; raises ImageError."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, normalise_bytes, data, self.max_pixels)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode", initializer=_lower_priority)
 
     def budget(self) -> Budget:
         return Budget(self.request_pixels)
 
+    async def normalise(self, data: bytes, budget: Budget) -> np.ndarray:
+        """Image file bytes -> (28, 28) network input; raises ImageError. Refused from the header alone
+        when it is too large for the image limit or for what is left of the request's budget."""
+        img = open_image(data, self.max_pixels)
+        cost = decode_cost(img, data)
+        budget.spend(cost)
+        if cost <= INLINE_COST:
+            return normalise(img)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, normalise, img)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class Budget:
-    """The pixels one request may still decode."""
-
-    def __init__(self, pixels: int) -> None:
-        self.left = pixels
-        self.total = pixels
-
-    def spend(self, pixels: int) -> None:
-        if pixels > self.left:
-            raise ImageError(
-                "too_large", f"this request's images add up to more than {self.total} pixels; send fewer or smaller"
-            )
-        self.left -= pixels

@@ -57,8 +57,7 @@ def _prediction(request: Request, probs: np.ndarray, x: np.ndarray, model: Loade
 async def _normalise(work: ImageWork, budget: Budget, data: bytes) -> np.ndarray:
     """Image bytes -> (28, 28) input, or the InputError a client should see."""
     try:
-        budget.spend(work.pixels(data))  # from the header: refused before any decoding
-        return await work.normalise(data)
+        return await work.normalise(data, budget)
     except ImageError as e:
         raise image_error(e) from None
 

@@ -1,0 +1,327 @@
+"""What an adversarial probe of the running service found (issue 9), one regression test per finding.
+
+Findings that live in the server (its event loop, its memory, its parser, its connections) are tested
+through a real uvicorn server started the way `digits serve` starts it; the others through TestClient.
+"""
+
+import base64
+import concurrent.futures
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import STROKE
+from hostile import (
+    blank_16bit_rgba_png,
+    progressive_jpeg_with_repeated_scans,
+    save,
+    seven,
+    sixteen_bit,
+    strip_png,
+)
+from servers import uvicorn_server
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = {"Authorization": "Bearer e2e-token"}
+
+
+def digits_serve(runtime_dir: Path, workers: int = 1, **kw):
+    command = [sys.executable, "-m", "digits", "serve", "--workers", str(workers), "--no-access-log"]
+    return uvicorn_server(runtime_dir, workers=workers, command=command, **kw)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with digits_serve(tmp_path_factory.mktemp("hardening") / "var") as s:
+        yield s
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def worker_pid(url: str) -> int:
+    return httpx.get(f"{url}/readyz", timeout=5).json()["worker"]
+
+
+PROBE = httpx.Client(timeout=5)  # httpx.get() would spend ~30 ms of its own making a client each time
+
+
+def healthz_ms(url: str) -> float:
+    t = time.perf_counter()
+    assert PROBE.get(f"{url}/healthz", headers={"Connection": "close"}).status_code == 200  # a new connection
+    return (time.perf_counter() - t) * 1e3
+
+
+# ---- 1. a ~100 KB progressive JPEG froze a worker for 12 s -------------------------------------------
+
+
+def test_1_a_jpeg_of_a_thousand_scans_is_refused_at_once(server):
+    jpeg = progressive_jpeg_with_repeated_scans(1000)
+    assert len(jpeg) < 200_000
+    t = time.perf_counter()
+    r = httpx.post(f"{server.url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=30)
+    elapsed = time.perf_counter() - t
+    assert r.status_code == 422 and "scans" in r.json()["detail"]
+    assert elapsed < 0.5, f"took {elapsed:.2f} s"
+
+
+def test_1_costly_images_are_decoded_off_the_event_loop(server):
+    """Four worst-case images within the limits at once (about 0.9 s of decoding each): /healthz still
+    answers within 100 ms on the same (single) worker."""
+    jpeg = progressive_jpeg_with_repeated_scans(90)  # under the scan limit: decoded, blank
+
+    def post() -> int:
+        return httpx.post(
+            f"{server.url}/predict", content=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=60
+        ).status_code
+
+    healthz_ms(server.url)  # a warm connection pool is not what is measured; the server is
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        posts = [pool.submit(post) for _ in range(4)]
+        time.sleep(0.2)
+        latencies = []
+        while not all(p.done() for p in posts):
+            latencies.append(healthz_ms(server.url))
+            time.sleep(0.05)
+        assert [p.result() for p in posts] == [422] * 4  # "no ink found"
+    print(f"\n/healthz during decoding: {len(latencies)} probes, max {max(latencies):.0f} ms")
+    assert len(latencies) >= 5 and max(latencies) < 100
+
+
+# ---- 2 and 6. batches: memory that grew until a full GC, and seconds of work on the event loop -------
+
+
+def test_2_repeated_worst_case_batches_keep_worker_memory_bounded(server):
+    png = blank_16bit_rgba_png()
+    files = [("files", (f"{i}.png", png, "image/png")) for i in range(20)]
+    pid = worker_pid(server.url)
+    httpx.post(f"{server.url}/predict/batch", files=files, timeout=60)  # the first one sizes the pools
+    start = rss_mb(pid)
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        r = httpx.post(f"{server.url}/predict/batch", files=files, timeout=60)
+        times.append(time.perf_counter() - t)
+        assert r.status_code == 200
+        statuses = [it["error"]["status"] for it in r.json()["items"]]
+        assert statuses.count(422) >= 1 and statuses.count(413) >= 15  # blank, then over the request's budget
+    end = rss_mb(pid)
+    print(f"\nworker RSS {start:.0f} -> {end:.0f} MB over 10 batches; {max(times):.2f} s at most a batch")
+    assert end - start < 300
+    assert max(times) < 2.0
+
+
+def test_6_strips_and_huge_pixel_arrays_cost_little(server):
+    strips = [("files", (f"{i}.png", strip_png(), "image/png")) for i in range(20)]
+    t = time.perf_counter()
+    r = httpx.post(f"{server.url}/predict/batch", files=strips, timeout=60)
+    assert r.status_code == 200 and time.perf_counter() - t < 2.0
+    body = b'{"pixels": [' + b"0," * 2_600_000 + b"0]}"  # 5 MB
+    t = time.perf_counter()
+    r = httpx.post(f"{server.url}/predict", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 422 and "784" in r.json()["detail"]
+    assert time.perf_counter() - t < 0.5
+
+
+# ---- 3. no limit on request headers ------------------------------------------------------------------
+
+
+def _raw_request(url: str, head: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        with contextlib.suppress(OSError):  # the server may close while the rest is still on its way
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+        try:
+            return s.recv(100)
+        except OSError:
+            return b""
+
+
+def test_3_oversized_request_heads_are_refused(server):
+    pid = worker_pid(server.url)
+    before = rss_mb(pid)
+    answers = [
+        _raw_request(server.url, b"X-Big: " + b"a" * 20_000_000 + b"\r\n"),
+        _raw_request(server.url, b"".join(b"X-%d: 1\r\n" % i for i in range(200_000))),
+    ]
+    for answer in answers:
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer
+    assert any(a.startswith(b"HTTP/1.1 431") for a in answers)
+    assert rss_mb(pid) - before < 50
+    assert _raw_request(server.url, b"Cookie: " + b"c" * 4000 + b"\r\n").startswith(b"HTTP/1.1 200")
+
+
+# ---- 4. malformed JSON gave 500 and reset the kept-alive connection ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"pixels": [[0], [0, 0]]}',
+        b'{"pixels": [' + b"1" * 4301 + b"]}",
+        b'{"pixels": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+        b'{"image": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    ],
+    ids=["ragged", "4301 digits", "deep pixels", "deep image"],
+)
+def test_4_malformed_json_is_a_client_error_and_the_connection_lives(server, body):
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        r = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code in (400, 422) and isinstance(r.json()["detail"], str)
+        assert client.post("/predict", json={"pixels": STROKE}).status_code == 200  # same connection
+
+
+# ---- 5. valid images refused or misread ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        save(seven(2000).convert("P")),
+        save(seven(2000).convert("1")),
+        save(sixteen_bit(seven(2000))),
+        save(sixteen_bit(seven(400, ink=204))),  # 20% grey ink on white, 16 bits: scaled, not clipped
+        save(seven(400).convert("RGB"), "MPO", save_all=True, append_images=[seven(400).convert("RGB")]),
+    ],
+    ids=["palette 2000 px", "1-bit 2000 px", "16-bit 2000 px", "16-bit faint ink", "MPO"],
+)
+def test_5_palette_1bit_16bit_and_mpo_images_are_read(client, data):
+    r = client.post("/predict", files={"file": ("seven", data, "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    assert r.json()["digit"] == 7
+
+
+# ---- 7. a client that aborts its upload was counted as a server error ---------------------------------
+
+
+def test_7_an_aborted_upload_is_not_a_server_error(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    for _ in range(5):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+                + b"\x89PNG" * 250
+            )
+        time.sleep(0.05)
+    time.sleep(0.3)
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert 'status="500"' not in metrics
+    assert 'route="/predict",status="499"' in metrics
+    assert '"level": "error"' not in server.log_text()
+
+
+# ---- 8. a read-only runtime folder broke predictions ---------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root (CI runs as root)")
+def test_8_a_read_only_runtime_folder_keeps_predictions_and_gives_503s(tmp_path):
+    """Workers that start on a runtime folder made read-only (after a first run filled it) have no
+    metrics files of their own and cannot write any: predictions go on, admin writes get 503."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    try:
+        with digits_serve(mount / "var", log_dir=tmp_path) as s:
+            assert httpx.post(f"{s.url}/predict", json={"pixels": STROKE}, timeout=5).status_code == 200
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with (
+            digits_serve(mount / "var", workers=2, log_dir=tmp_path) as s,
+            httpx.Client(base_url=s.url, timeout=5) as c,
+        ):
+            answers = [c.post("/predict", json={"pixels": STROKE}, headers={"Connection": "close"}) for _ in range(60)]
+            assert [a.status_code for a in answers] == [200] * 60
+            r = c.post("/models/seed/activate", headers=ADMIN)
+            assert r.status_code == 503 and "runtime folder" in r.json()["detail"]
+            r = c.post("/train", json={"preset": "tiny"}, headers=ADMIN)
+            assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+            assert c.get("/train", headers=ADMIN).status_code == 200
+            assert c.get("/readyz").status_code == 200
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# ---- 9. a worker that starts while the active file is corrupt had no model ----------------------------
+
+
+def test_9_a_worker_starting_on_a_corrupt_active_version_serves_a_fallback(make_client, settings, admin):
+    first = make_client(settings)
+    assert first.post("/models/seed/activate", headers=admin).status_code == 200
+    first.__exit__(None, None, None)
+    seed = settings.runtime_dir / "models" / "seed.npz"
+    seed.write_bytes(seed.read_bytes()[:1000])  # corrupt on disk while nothing runs
+    client = make_client(settings)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded" and "'seed'" in ready.json()["detail"]
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
+
+
+# ---- 10. SSE: an unknown job answered 200, odd Last-Event-IDs broke the stream -------------------------
+
+
+def test_10_events_of_an_unknown_job_are_a_404(client, admin):
+    r = client.get("/train/nosuchjob/events", headers=admin)
+    assert r.status_code == 404 and "nosuchjob" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("last_id", ["1" * 20, "9" * 5000, "\u0661"], ids=["20 digits", "5000 digits", "arabic one"])
+def test_10_odd_last_event_ids_resume_from_the_start(client, admin, last_id):
+    job = client.post("/train", json={"preset": "tiny", "epochs": 1, "train_size": 500}, headers=admin).json()
+    headers = {**admin, "Last-Event-ID": last_id.encode("utf-8")}
+    with client.stream("GET", f"/train/{job['id']}/events", headers=headers) as r:
+        assert r.status_code == 200
+        events = [line for line in r.iter_lines() if line.startswith("event:")]
+    assert events[0] == "event: status" and events[-1] == "event: status" and "event: progress" in events
+
+
+# ---- 11. POST /train parsed the body before checking the token ----------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"{broken", b'{"preset": "nope"}', b"\xff\xfe"])
+def test_11_no_token_is_401_whatever_the_body(client, body):
+    r = client.post("/train", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 401 and "WWW-Authenticate" in r.headers
+
+
+# ---- 12. activating a corrupt version answered with the file's absolute path --------------------------
+
+
+def test_12_errors_never_name_server_paths(client, admin, settings):
+    (settings.runtime_dir / "models" / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    r = client.post("/models/broken/activate", headers=admin)
+    assert r.status_code == 422 and "'broken'" in r.json()["detail"]
+    listing = json.dumps(client.get("/models").json())
+    for text in (r.json()["detail"], listing):
+        assert str(settings.runtime_dir.resolve()) not in text and str(settings.runtime_dir) not in text
+
+
+# ---- 13. inconsistencies ---------------------------------------------------------------------------------
+
+
+def test_13_answers_agree_with_the_readme(client):
+    bad_utf8 = b'{"images": ["\xff"]}'
+    for path in ("/predict", "/predict/batch"):
+        r = client.post(path, content=bad_utf8, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (path, r.text)
+    r = client.post("/predict", json={"pixels": [0] * 784})
+    assert r.status_code == 422 and "no ink" in r.json()["detail"]
+    for value in (True, "1"):
+        r = client.post("/predict", json={"pixels": [value] * 784})
+        assert r.status_code == 422, value
+
+
+def test_13_a_data_url_batch_still_works(client):
+    png = base64.b64encode(save(seven(280, ink=0, background=255))).decode()
+    r = client.post("/predict/batch", json={"images": [f"data:image/png;base64,{png}", png]})
+    assert r.status_code == 200 and [it["result"]["digit"] for it in r.json()["items"]] == [7, 7]
