@@ -325,3 +325,19 @@ def test_13_a_data_url_batch_still_works(client):
     png = base64.b64encode(save(seven(280, ink=0, background=255))).decode()
     r = client.post("/predict/batch", json={"images": [f"data:image/png;base64,{png}", png]})
     assert r.status_code == 200 and [it["result"]["digit"] for it in r.json()["items"]] == [7, 7]
+
+
+# ---- also seen: a chunked body over the limit got its 413, then the server read all the rest ----------
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    chunk = b"%x\r\n" % 65536 + b"a" * 65536 + b"\r\n"
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n")
+        with contextlib.suppress(OSError):
+            while sent < 100 * 2**20:
+                s.sendall(chunk)
+                sent += len(chunk)
+    assert sent < 20 * 2**20, f"the server read {sent >> 20} MB of a body whose limit is 5 MB"

@@ -55,7 +55,8 @@ class BodyLimitMiddleware(HTTPMiddleware):
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     # Raised inside the endpoint's body read, so the app's error handler answers.
-                    raise HTTPException(413, too_large_message(self.max_bytes))
+                    # Closing the connection stops the client sending the rest, which uvicorn would read and drop.
+                    raise HTTPException(413, too_large_message(self.max_bytes), headers={"Connection": "close"})
             return message
 
         await self.app(scope, limited_receive, send)
