@@ -94,12 +94,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     card = trained.card.replace(preset=args.preset)
-    save(out, trained.network, card)
+    save(out, trained.network, card, trained.detector)
     canvas = card.canvas.accuracy if card.canvas else float("nan")
     print(
         f"test accuracy {card.test_accuracy:.4f} (validation {card.training.val_accuracy}, "
         f"canvas drawings {canvas:.4f}), {card.training.seconds:.1f} s of training; wrote {out}"
     )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from model.experiment import retrofit
+    from model.weights import load, save
+
+    try:
+        net, card = load(args.weights)
+        config = TrainConfig(**card.training.config) if card.training else preset("default")
+        overrides = {k: v for k, v in (("detector_epochs", args.detector_epochs), ("negatives", args.negatives)) if v}
+        trained = retrofit(net, card, config.replace(**overrides), args.data_dir)
+    except (WeightsError, DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.out or args.weights)
+    save(out, trained.network, trained.card, trained.detector)
+    cal, det = trained.card.calibration, trained.card.detector
+    print(f"temperature {cal.temperature:.3f}, not sure below {cal.uncertain_below:.3f}; ECE {json.dumps(cal.ece)}")
+    if det:
+        print(f"detector {det.layers}, not a digit from {det.threshold:.3f}; AUROC {json.dumps(det.auroc)}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -131,10 +153,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from model.images import ImageError, normalise_bytes
-    from model.weights import load
+    from model.weights import load_predictor
 
     try:
-        net, _meta = load(args.weights)
+        predictor = load_predictor(args.weights)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -146,18 +168,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: error: {e}", file=sys.stderr)
             status = 1
             continue
-        probs = net.predict_proba(x.reshape(1, -1))[0]
+        answers = predictor.answer(x.reshape(1, -1))
+        probs = answers.probabilities[0]
         digit = int(np.argmax(probs))
         result = {
             "file": path,
             "digit": digit,
             "confidence": round(float(probs[digit]), 6),
             "probabilities": [round(float(p), 6) for p in probs],
+            "uncertain": bool(answers.uncertain[0]),
+            "not_a_digit": bool(answers.is_not_digit[0]),
         }
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"{path}: {digit} ({probs[digit]:.1%})")
+            verdict = "not a digit" if result["not_a_digit"] else "not sure" if result["uncertain"] else "sure"
+            print(f"{path}: {digit} ({probs[digit]:.1%}, {verdict})")
             print("  " + "  ".join(f"{d}:{p:.3f}" for d, p in enumerate(probs)))
     return status
 
@@ -194,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="fit temperature, 'not sure' threshold and not-a-digit detector of a model")
+    p.add_argument("weights")
+    p.add_argument("--out", help="weights file to write (default: the same file)")
+    p.add_argument("--detector-epochs", type=int, help="train the detector this long (default: the model's config)")
+    p.add_argument("--negatives", type=int, help="generated non-digits for the detector")
+    p.add_argument("--data-dir", default=data_dir, help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on MNIST test")
     p.add_argument("weights", nargs="?", default="weights/default.npz")

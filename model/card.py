@@ -42,6 +42,32 @@ class Score:
     n: int
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling and the abstention threshold, fitted after training (model.trust)."""
+
+    temperature: float  # logits are divided by it before the softmax
+    nll_temperature: float  # the temperature that minimises NLL on the fitting set (see model.trust)
+    uncertain_below: float  # calibrated confidence under which an answer is "not sure"
+    target_error: float  # the error rate among the answers given that chose uncertain_below
+    fitted_on: int  # images (MNIST validation and generated drawings)
+    ece: dict[str, dict[str, float]]  # per measured set: {"before": ..., "after": ...}, 15 bins
+    reliability: dict[str, list[list[float]]]  # per measured set: [confidence, accuracy, count] per bin
+    coverage: dict[str, list[list[float]]]  # per measured set: [coverage, accuracy of the answers kept]
+
+
+@dataclass(frozen=True)
+class DetectorCard:
+    """The "not a digit" detector stored beside the classifier (arrays DW0, Db0, ...)."""
+
+    layers: list[int]
+    threshold: float  # P(not a digit) from which the answer is "not a digit"
+    digits: int  # images it was trained on, each side
+    negatives: int
+    doubt_from: float | None = None  # P(not a digit) from which a digit answer is "not sure": an odd drawing
+    auroc: dict[str, float] | None = None  # on held-out negatives: this detector vs 1 - max softmax
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -56,6 +82,8 @@ class ModelCard:
     data_checksum: str | None = None
     preset: str | None = None
     job_id: str | None = None  # the training job that made it, if a job did
+    calibration: Calibration | None = None  # None: temperature 1 and the server's default threshold
+    detector: DetectorCard | None = None  # None: this model never says "not a digit"
     created: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
     activation: str = "relu"
@@ -98,4 +126,11 @@ class ModelCard:
             raise CardError(f"metadata does not describe a model: {e}") from None
 
 
-_RECORDS = {"input_normalisation": InputSpec, "training": TrainingRecord, "test": Evaluation, "canvas": Score}
+_RECORDS = {
+    "input_normalisation": InputSpec,
+    "training": TrainingRecord,
+    "test": Evaluation,
+    "canvas": Score,
+    "calibration": Calibration,
+    "detector": DetectorCard,
+}

@@ -37,6 +37,10 @@ class TrainConfig:
     val_size: int = 5000
     seed: int = 0
     dtype: str = "float32"
+    calibration_drawings: int = 3000  # validation images restyled as drawings, to fit the temperature on
+    held_out_drawings: int = 2000  # MNIST test digits restyled as drawings, to measure calibration on
+    detector_epochs: int = 0  # 0: no "not a digit" detector; it trains on the digits and `negatives`
+    negatives: int = 12_000  # generated non-digits for the detector
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -62,6 +66,8 @@ class TrainConfig:
             p.append(f"augment_shift must be within 0-{MAX_SHIFT} pixels")
         if self.val_size < 0:
             p.append("val_size must be >= 0")
+        if min(self.calibration_drawings, self.held_out_drawings, self.detector_epochs, self.negatives) < 0:
+            p.append("calibration_drawings, held_out_drawings, detector_epochs and negatives must be >= 0")
         return p
 
     def replace(self, **overrides: Any) -> TrainConfig:
@@ -122,11 +128,30 @@ PRESETS: dict[str, TrainConfig] = {
         augment_shift=2,
         val_size=1_000,
         seed=1,
+        detector_epochs=8,
+        negatives=24_000,
     ),
     # Seconds, for demos and tests.
-    "quick": TrainConfig(layers=[784, 256, 10], lr=2e-3, epochs=5, batch_size=128, val_size=5_000, seed=0),
+    "quick": TrainConfig(
+        layers=[784, 256, 10],
+        lr=2e-3,
+        epochs=5,
+        batch_size=128,
+        val_size=5_000,
+        seed=0,
+        calibration_drawings=300,
+        held_out_drawings=300,
+    ),
     # A handful of steps, for the lifecycle tests of the training service.
-    "tiny": TrainConfig(layers=[784, 32, 10], lr=3e-3, epochs=1, batch_size=256, train_size=4_000, val_size=1_000),
+    "tiny": TrainConfig(
+        layers=[784, 32, 10],
+        lr=3e-3,
+        epochs=1,
+        batch_size=256,
+        train_size=4_000,
+        val_size=1_000,
+        calibration_drawings=60,
+    ),
 }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 CANVAS = 280
 STYLES = ("transparent", "white", "dark")
@@ -241,3 +241,31 @@ def canvas_set(per_digit: int = 30, seed: int = 2026) -> Iterator[Drawing]:
     for i in range(per_digit):
         for label in range(10):
             yield draw(label, rng, STYLES[(i + label) % len(STYLES)])
+
+
+def restyle(image: np.ndarray, rng: np.random.Generator, style: str | None = None, size: int = CANVAS) -> bytes:
+    """A real handwritten digit (a 28x28 MNIST image, 0..255 ink) as if drawn on the pad: scaled to
+    40-85% of a size x size canvas, anywhere on it, slanted, with a thinner or thicker pen, exported
+    in one of the canvas styles. Real hands' shapes with the page's look, for measuring and fitting."""
+    style = style or STYLES[rng.integers(len(STYLES))]
+    glyph = Image.fromarray(np.ascontiguousarray(image, np.uint8)).crop((2, 2, 26, 26))
+    side = round(rng.uniform(0.45, 0.95) * size)
+    big = glyph.resize((side, side), Image.Resampling.BICUBIC)
+    shear = rng.uniform(-0.25, 0.25)
+    big = big.transform(big.size, Image.Transform.AFFINE, (1, shear, -shear * side / 2, 0, 1, 0), Image.BILINEAR)
+    pen = int(rng.integers(-2, 3))  # thinner (erode) or thicker (dilate) strokes
+    width = 2 * round(abs(pen) * side / 140) + 1
+    if pen and width > 1:
+        big = big.filter(ImageFilter.MaxFilter(width) if pen > 0 else ImageFilter.MinFilter(width))
+    alpha = Image.new("L", (size, size), 0)
+    alpha.paste(big, (int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))))
+    if style == "transparent":
+        img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        img.putalpha(alpha)
+    elif style == "white":
+        img = Image.composite(Image.new("L", alpha.size, 0), Image.new("L", alpha.size, 255), alpha)
+    else:
+        img = alpha
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()

@@ -1,7 +1,9 @@
-"""One experiment end to end: load MNIST, train a configuration, evaluate it, write its card."""
+"""One experiment end to end: load MNIST, train a configuration, evaluate it, make it trustworthy
+(calibration and, when asked, the not-a-digit detector), write its card."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from collections.abc import Callable
@@ -9,28 +11,94 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model import calibration, trust
 from model.card import ModelCard, Score, TrainingRecord
 from model.config import TrainConfig
-from model.data import load_mnist, split
-from model.drawings import canvas_set
+from model.data import Dataset, Mnist, load_mnist, split
+from model.drawings import canvas_set, restyle
 from model.evaluation import evaluate
 from model.images import normalise_bytes
+from model.negatives import held_out_set
 from model.network import Network
+from model.predictor import Predictor
+from model.spec import SIDE, from_pixels
 from model.train import ProgressCallback, train
 
+Labelled = tuple[np.ndarray, np.ndarray]  # x (n, 784) in [0, 1], labels (n,)
 
-def canvas_accuracy(network: Network) -> Score:
+
+def restyled(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
+    """MNIST images as drawn on the pad (model.drawings.restyle), through the server's normalisation."""
+    rng = np.random.default_rng(seed)
+    # A 140-pixel pad: the normalisation makes every size alike, and it is four times cheaper than 280.
+    return np.stack([normalise_bytes(restyle(img.reshape(SIDE, SIDE), rng, size=140)).reshape(-1) for img in x]), y
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The sets a model is measured on and never fitted on."""
+
+    mnist_test: Labelled
+    canvas: Labelled  # the fixed canvas-style set of generated template drawings
+    drawings: Labelled  # held-out digit drawings: MNIST test digits restyled, and the canvas set
+
+    @classmethod
+    def of(cls, data: Mnist, restyled_test: int) -> Measured:
+        made = list(canvas_set())
+        canvas = np.stack([normalise_bytes(d.png).reshape(-1) for d in made]), np.array([d.label for d in made])
+        real = restyled(data.test.x[:restyled_test], data.test.y[:restyled_test], seed=2027)
+        drawings = np.concatenate([real[0], canvas[0]]), np.concatenate([real[1], canvas[1]])
+        return cls((from_pixels(data.test.x), data.test.y), canvas, drawings)
+
+
+def canvas_accuracy(network: Network, measured: Measured) -> Score:
     """Accuracy on the fixed set of generated canvas-style drawings, through the serving path."""
-    drawings = list(canvas_set())
-    x = np.stack([normalise_bytes(d.png).reshape(-1) for d in drawings])
-    y = np.array([d.label for d in drawings])
-    return Score(accuracy=float((network.predict(x) == y).mean()), n=len(drawings))
+    x, y = measured.canvas
+    return Score(accuracy=float((network.predict(x) == y).mean()), n=len(y))
 
 
 @dataclass
 class Trained:
     network: Network
     card: ModelCard
+    detector: Network | None = None
+
+    @property
+    def predictor(self) -> Predictor:
+        return Predictor(self.network, self.card, self.detector)
+
+
+def make_trustworthy(trained: Trained, config: TrainConfig, train_set: Dataset, val_set: Dataset, measured: Measured):
+    """Fit the calibration (and train the detector when config.detector_epochs > 0) into `trained`."""
+    n = config.calibration_drawings
+    parts = [trust.drawings(n // 4, seed=config.seed + 7001)]
+    if len(val_set):  # MNIST's validation images as drawn on the pad: what users send
+        repeat = np.resize(np.arange(len(val_set)), n)  # each image drawn several ways when n > len(val_set)
+        parts.append(restyled(val_set.x[repeat], val_set.y[repeat], seed=config.seed + 7004))
+    fit_x, fit_y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    sets = {"mnist_test": measured.mnist_test, "drawings": measured.drawings}
+    trained.card = trained.card.replace(calibration=trust.fit_calibration(trained.network, fit_x, fit_y, sets))
+    if not config.detector_epochs:
+        return
+    drawn = restyled(train_set.x[:3000], train_set.y[:3000], seed=config.seed + 7005)[0]
+    digits = np.concatenate([from_pixels(train_set.x), trust.drawings(3000, seed=config.seed + 7002)[0], drawn])
+    non_digits = trust.negatives(config.negatives, seed=config.seed + 7003)
+    trained.detector = trust.train_detector(digits, non_digits, config.seed, config.detector_epochs)
+    card = trust.detector_card(trained.detector, fit_x, len(digits), len(non_digits))
+    trained.card = trained.card.replace(detector=dataclasses.replace(card, auroc=_auroc(trained, measured)))
+
+
+def _auroc(trained: Trained, measured: Measured) -> dict[str, float]:
+    """How well each score separates held-out non-digits from the measured digits."""
+    digits = measured.drawings[0]
+    non_digits = np.stack([normalise_bytes(png).reshape(-1) for _, png in held_out_set()])
+    detector, net = trained.detector, trained.network
+    return {
+        "detector": calibration.auroc(detector.predict_proba(digits)[:, 1], detector.predict_proba(non_digits)[:, 1]),
+        "max_softmax": calibration.auroc(
+            1 - net.predict_proba(digits).max(axis=1), 1 - net.predict_proba(non_digits).max(axis=1)
+        ),
+    }
 
 
 def run_experiment(
@@ -53,11 +121,25 @@ def run_experiment(
         numpy=np.__version__,
         python=platform.python_version(),
     )
+    measured = Measured.of(data, config.held_out_drawings)
     card = ModelCard(
         layers=result.network.sizes,
         training=record,
         test=evaluate(result.network, data.test),
-        canvas=canvas_accuracy(result.network),
+        canvas=canvas_accuracy(result.network, measured),
         data_checksum=data.checksum,
     )
-    return Trained(result.network, card)
+    trained = Trained(result.network, card)
+    make_trustworthy(trained, config, train_set, val_set, measured)
+    return trained
+
+
+def retrofit(
+    network: Network, card: ModelCard, config: TrainConfig, data_dir: str | os.PathLike | None = None
+) -> Trained:
+    """An already trained classifier, made trustworthy as a new run would be: same weights, new fits."""
+    data = load_mnist(data_dir)
+    train_set, val_set = split(data.train, config.train_size, config.val_size)
+    trained = Trained(network, card.replace(calibration=None, detector=None))
+    make_trustworthy(trained, config, train_set, val_set, Measured.of(data, config.held_out_drawings))
+    return trained

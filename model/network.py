@@ -117,14 +117,17 @@ class Network:
         self._forward_into(X, acts)
         return acts[-1]
 
-    def predict_proba(self, X: np.ndarray, chunk: int = 10_000) -> np.ndarray:
-        """Class probabilities (m, 10). Thread-safe: each thread reuses its own buffers."""
+    def predict_proba(self, X: np.ndarray, chunk: int = 10_000, temperature: float = 1.0) -> np.ndarray:
+        """Class probabilities (m, 10) of softmax(logits / temperature). Thread-safe: each thread reuses
+        its own buffers."""
         X = self._as_input(X)
         out = np.empty((len(X), self.sizes[-1]), self.dtype)
         for start in range(0, len(X), chunk):
             part = X[start : start + chunk]
             acts = self._inference_buffers(len(part))
             self._forward_into(part, acts)
+            if temperature != 1.0:
+                acts[-1] *= 1 / temperature
             out[start : start + len(part)] = softmax_(acts[-1])
         return out
 

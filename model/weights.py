@@ -17,6 +17,7 @@ import numpy as np
 from model.card import CardError, ModelCard
 from model.files import atomic_file
 from model.network import Network
+from model.predictor import Predictor
 from model.spec import N_CLASSES, N_PIXELS
 
 METADATA_KEY = "metadata"
@@ -27,16 +28,21 @@ class WeightsError(ValueError):
     """A weights file that cannot be served: unreadable, incomplete, mis-shaped or not finite."""
 
 
-def save(path: str | os.PathLike, network: Network, card: ModelCard) -> Path:
-    """Write network and card to `path` atomically (temp file, fsync, rename)."""
+DETECTOR = "D"  # prefix of the detector's arrays: DW0, Db0, ...
+
+
+def save(path: str | os.PathLike, network: Network, card: ModelCard, detector: Network | None = None) -> Path:
+    """Write network, card and detector (if any) to `path` atomically (temp file, fsync, rename)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"weights files end in .npz, got {path.name!r}")
     if list(card.layers) != network.sizes:
         raise ValueError(f"the card describes layers {card.layers}, the network has {network.sizes}")
-    arrays: dict[str, np.ndarray] = {}
-    for i, (W, b) in enumerate(zip(network.W, network.b, strict=True)):
-        arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+    if (detector is None) != (card.detector is None) or (detector and card.detector.layers != detector.sizes):
+        raise ValueError("the card must describe the detector exactly when there is one")
+    arrays = _arrays(network, "")
+    if detector is not None:
+        arrays |= _arrays(detector, DETECTOR)
     arrays[METADATA_KEY] = np.array(json.dumps(card.as_dict(), sort_keys=True))  # a 0-d unicode array
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
@@ -74,6 +80,12 @@ def _card(entry: np.ndarray, name: str) -> ModelCard:
 
 
 def load(path: str | os.PathLike, name: str | None = None) -> tuple[Network, ModelCard]:
+    """The classifier and its card (see load_predictor for the detector too)."""
+    predictor = load_predictor(path, name)
+    return predictor.network, predictor.card
+
+
+def load_predictor(path: str | os.PathLike, name: str | None = None) -> Predictor:
     """Read and validate a weights file; raise WeightsError saying what is wrong, naming the file `name`
     (default: its path)."""
     name = name or str(path)
@@ -94,39 +106,55 @@ def load(path: str | os.PathLike, name: str | None = None) -> tuple[Network, Mod
     return from_arrays(arrays, name)
 
 
-def _check_layers(layers: object, name: str) -> list[int]:
+def _arrays(network: Network, prefix: str) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for i, (W, b) in enumerate(zip(network.W, network.b, strict=True)):
+        arrays[f"{prefix}W{i}"], arrays[f"{prefix}b{i}"] = W, b
+    return arrays
+
+
+def _check_layers(layers: object, name: str, outputs: int = N_CLASSES) -> list[int]:
     if (
         not isinstance(layers, list)
         or len(layers) < 2
         or not all(isinstance(n, int) and 0 < n <= MAX_FILE_UNITS for n in layers)
     ):
         raise WeightsError(f"{name}: metadata 'layers' must be a list of positive integers, got {layers!r}")
-    if layers[0] != N_PIXELS or layers[-1] != N_CLASSES:
-        raise WeightsError(f"{name}: layers must run from {N_PIXELS} inputs to {N_CLASSES} outputs, got {layers}")
+    if layers[0] != N_PIXELS or layers[-1] != outputs:
+        raise WeightsError(f"{name}: layers must run from {N_PIXELS} inputs to {outputs} outputs, got {layers}")
     return layers
 
 
-def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> tuple[Network, ModelCard]:
+def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> Predictor:
     if METADATA_KEY not in arrays:
         raise WeightsError(f"{name}: no '{METADATA_KEY}' entry")
     card = _card(arrays[METADATA_KEY], name)
     layers = _check_layers(card.layers, name)
-    expected = {METADATA_KEY}
-    for i in range(len(layers) - 1):
-        expected |= {f"W{i}", f"b{i}"}
+    detector_layers = _check_layers(card.detector.layers, f"{name} (detector)", 2) if card.detector else []
+    expected = {METADATA_KEY} | _names(layers, "") | _names(detector_layers, DETECTOR)
     if set(arrays) != expected:
         missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
         raise WeightsError(f"{name}: wrong arrays (missing {missing}, unexpected {extra})")
     dtypes = {arrays[k].dtype for k in expected - {METADATA_KEY}}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
         raise WeightsError(f"{name}: arrays must all be float32 or all float64, got {sorted(map(str, dtypes))}")
-    net = Network(layers, next(iter(dtypes)))
+    dtype = next(iter(dtypes))
+    detector = _network(arrays, detector_layers, DETECTOR, dtype, name) if detector_layers else None
+    return Predictor(_network(arrays, layers, "", dtype, name), card, detector)
+
+
+def _names(layers: list[int], prefix: str) -> set[str]:
+    return {f"{prefix}{kind}{i}" for i in range(len(layers) - 1) for kind in ("W", "b")}
+
+
+def _network(arrays: dict[str, np.ndarray], layers: list[int], prefix: str, dtype: np.dtype, name: str) -> Network:
+    net = Network(layers, dtype)
     for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
-        for key, shape, target in ((f"W{i}", (n_in, n_out), net.W[i]), (f"b{i}", (n_out,), net.b[i])):
+        for key, shape, target in ((f"{prefix}W{i}", (n_in, n_out), net.W[i]), (f"{prefix}b{i}", (n_out,), net.b[i])):
             a = arrays[key]
             if a.shape != shape:
                 raise WeightsError(f"{name}: {key} has shape {a.shape}, expected {shape}")
             if not np.isfinite(a).all():
                 raise WeightsError(f"{name}: {key} contains NaN or infinite values")
             target[...] = a
-    return net, card
+    return net

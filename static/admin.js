@@ -268,6 +268,32 @@
     return table;
   }
 
+  // A version's calibration: the reliability diagram (confidence against accuracy, on the held-out
+  // drawings) on the left, accuracy of the answers kept against coverage on the right.
+  function trustPlot(cal) {
+    const canvas = el("canvas", null, { class: "trust-plot", width: 360, height: 170, role: "img",
+      "aria-label": "Reliability diagram and accuracy at coverage on held-out drawings" });
+    const ctx = canvas.getContext("2d");
+    ctx.font = "11px system-ui, sans-serif";
+    const panel = (x0, title, xLo, yLo, points, diagonal) => {
+      const w = 150, h = 120, top = 20;
+      const px = (x) => x0 + ((x - xLo) / (1 - xLo)) * w;
+      const py = (y) => top + h - ((y - yLo) / (1 - yLo)) * h;
+      ctx.strokeStyle = "#999"; ctx.strokeRect(x0, top, w, h);
+      ctx.fillStyle = "#333"; ctx.fillText(title, x0, 12);
+      ctx.fillText(String(xLo), x0, top + h + 12); ctx.fillText("1", x0 + w - 6, top + h + 12);
+      ctx.fillText(String(yLo), x0 - 22, top + h); ctx.fillText("1", x0 - 10, top + 8);
+      if (diagonal) { ctx.strokeStyle = "#bbb"; ctx.beginPath(); ctx.moveTo(px(xLo), py(yLo)); ctx.lineTo(px(1), py(1)); ctx.stroke(); }
+      ctx.strokeStyle = "#2459d6"; ctx.fillStyle = "#2459d6"; ctx.beginPath();
+      points.forEach(([x, y], i) => { const X = px(Math.max(x, xLo)), Y = py(Math.max(y, yLo)); i ? ctx.lineTo(X, Y) : ctx.moveTo(X, Y); });
+      ctx.stroke();
+      points.forEach(([x, y]) => ctx.fillRect(px(Math.max(x, xLo)) - 2, py(Math.max(y, yLo)) - 2, 4, 4));
+    };
+    panel(30, "reliability", 0, 0, cal.reliability.drawings || [], true);
+    panel(205, "accuracy at coverage", 0.5, 0.95, cal.coverage.drawings || [], false);
+    return canvas;
+  }
+
   async function refreshModels() {
     const { versions } = await (await fetch("/models")).json();
     const body = $("models").querySelector("tbody");
@@ -285,6 +311,16 @@
         details.append(el("summary", "per class, confusion"));
         details.append(el("div", test.per_class.map((a, d) => `${d}: ${pct(a)}`).join("  "), { class: "small" }));
         if (test.confusion) details.append(heatmap(test.confusion));
+        name.append(details);
+      }
+      if (m.calibration) {
+        const c = m.calibration, ece = c.ece.drawings || {};
+        const details = el("details");
+        details.append(el("summary", "calibration"));
+        details.append(el("div", `temperature ${c.temperature.toFixed(2)}, not sure below ${c.uncertain_below.toFixed(2)}; ` +
+          `ECE on held-out drawings ${pct(ece.before)} → ${pct(ece.after)}` +
+          (m.detector ? `; not a digit from ${m.detector.threshold.toFixed(2)}` : ""), { class: "small" }));
+        details.append(trustPlot(c));
         name.append(details);
       }
       tr.append(name, el("td", (m.layers || []).join("-"), { class: "narrow-hide" }), el("td", pct(test.accuracy)),

@@ -6,6 +6,7 @@
   const predictionEl = document.getElementById("prediction");
   const promptEl = document.getElementById("prompt");
   const uncertainEl = document.getElementById("uncertain");
+  const notDigitEl = document.getElementById("not-digit");
   const confidenceEl = document.getElementById("confidence");
   const errorEl = document.getElementById("error");
   const inputImg = document.getElementById("model-input");
@@ -113,6 +114,7 @@
     predictionEl.textContent = "";
     promptEl.hidden = false;
     uncertainEl.hidden = true;
+    notDigitEl.hidden = true;
     confidenceEl.textContent = "";
     errorEl.hidden = true;
     inputImg.hidden = true;
@@ -125,12 +127,22 @@
     row.classList.toggle("best", best);
   }
 
+  // The two most likely digits, for "Not sure: 4 or 9?".
+  function twoBest(probabilities) {
+    const order = probabilities.map((p, d) => [p, d]).sort((a, b) => b[0] - a[0]);
+    return [order[0][1], order[1][1]];
+  }
+
   function show(result) {
     promptEl.hidden = true;
     errorEl.hidden = true;
-    predictionEl.textContent = String(result.digit);
-    uncertainEl.hidden = !result.uncertain;
-    confidenceEl.textContent = (100 * result.confidence).toFixed(1) + "% sure";
+    // Rather than a confident wrong answer: say it is not a digit, or which two digits it might be.
+    notDigitEl.hidden = !result.not_a_digit;
+    predictionEl.textContent = result.not_a_digit ? "" : String(result.digit);
+    const [first, second] = twoBest(result.probabilities);
+    uncertainEl.textContent = `Not sure: ${first} or ${second}?`;
+    uncertainEl.hidden = !result.uncertain || result.not_a_digit;
+    confidenceEl.textContent = result.not_a_digit ? "" : (100 * result.confidence).toFixed(1) + "% sure";
     rows.forEach((row, d) => setRow(row, result.probabilities[d], d === result.digit));
     if (result.input_png) {
       inputImg.src = "data:image/png;base64," + result.input_png;

@@ -70,14 +70,15 @@ def test_mouse_drawing_is_recognised_live(page, digit):
 
 
 def test_an_uncertain_answer_says_not_sure(browser, tmp_path):
-    with uvicorn_server(tmp_path / "var", token=TOKEN, env={"DIGITS_UNCERTAIN_BELOW": "0.999"}) as picky:
+    # Every answer is "not sure" under a threshold of 1: the page must say so, with the two best digits.
+    with uvicorn_server(tmp_path / "var", token=TOKEN, env={"DIGITS_UNCERTAIN_BELOW": "1.0"}) as picky:
         ctx = browser.new_context(viewport={"width": 1100, "height": 800})
         page = ctx.new_page()
         page.goto(picky.url + "/")
-        mouse_stroke(page, [(0.3, 0.5), (0.7, 0.5)])  # a bare dash is no clear digit
+        draw_digit(page, 4)
         wait_prediction(page)
         expect(page.locator("#uncertain")).to_be_visible()
-        expect(page.locator("#uncertain")).to_have_text("not sure")
+        expect(page.locator("#uncertain")).to_have_text(re.compile(r"^Not sure: \d or \d\?$"))
         ctx.close()
 
 
@@ -227,8 +228,18 @@ def test_admin_flow_end_to_end(context, server):
     expect(page.locator("#models tr[data-version=default] .badge.active")).to_be_visible()
     assert httpx.get(server.url + "/models").json()["active"] == "default"
     # The details show per-class accuracy and the confusion matrix as a heat map.
-    page.locator("#models tr[data-version=default] summary").click()
+    page.locator("#models tr[data-version=default] summary", has_text="per class").click()
     expect(page.locator("#models tr[data-version=default] table.heat td")).to_have_count(100)
+    # And how the version is calibrated: its reliability diagram and coverage curve, drawn.
+    page.locator("#models tr[data-version=default] summary", has_text="calibration").click()
+    plot = page.locator("#models tr[data-version=default] canvas.trust-plot")
+    expect(plot).to_be_visible()
+    inked = plot.evaluate(
+        "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"
+    )
+    assert inked > 500
+    expect(page.locator("#models tr[data-version=default] details", has_text="calibration")).to_contain_text("ECE")
 
 
 def test_admin_page_reports_a_refused_request(context, server):
@@ -248,3 +259,16 @@ def test_api_docs_render_offline(context, server):
     page.goto(server.url + "/docs")
     expect(page.locator(".swagger-ui .opblock-summary-path", has_text="/predict").first).to_be_visible()
     # the context fixture asserts that nothing was requested from anywhere but this server
+
+
+def test_a_hash_sign_is_not_a_digit(page):
+    for stroke in ([(0.35, 0.15), (0.3, 0.85)], [(0.65, 0.15), (0.6, 0.85)], [(0.15, 0.38), (0.85, 0.38)],
+                   [(0.15, 0.62), (0.85, 0.62)]):  # fmt: skip
+        mouse_stroke(page, stroke)
+    expect(page.locator("#not-digit")).to_be_visible(timeout=10_000)
+    assert page.text_content("#prediction").strip() == ""
+    expect(page.locator("#uncertain")).to_be_hidden()
+    page.click("button#clear")
+    draw_digit(page, 7)
+    assert wait_prediction(page, 7) == "7"
+    expect(page.locator("#not-digit")).to_be_hidden()

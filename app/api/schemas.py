@@ -41,9 +41,13 @@ class PredictPixels(BaseModel):
 
 class Prediction(BaseModel):
     digit: int = Field(..., ge=0, le=N_CLASSES - 1)
-    confidence: float = Field(..., description="probability of `digit`")
+    confidence: float = Field(..., description="calibrated probability of `digit`")
     probabilities: list[float] = Field(..., min_length=N_CLASSES, max_length=N_CLASSES, description="P(0)..P(9), sum 1")
-    uncertain: bool = Field(..., description="confidence is under the server's threshold")
+    uncertain: bool = Field(..., description="not sure: confidence is under the model's abstention threshold")
+    not_a_digit: bool = Field(False, description="the drawing does not look like one digit (letters, scribbles, ...)")
+    not_a_digit_score: float | None = Field(
+        None, description="P(not a digit) from the model's detector; absent for models without one"
+    )
     model_version: str
     input_png: str | None = Field(None, description="with ?return_input=true: the 28x28 input as base64 PNG")
 

@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     )
     decode_threads: int = Field(2, ge=1, le=16, description="image-decoding threads per worker")
     max_batch: int = Field(256, ge=1, le=4096, description="most images in one /predict/batch request")
-    uncertain_below: float = Field(0.7, ge=0, le=1, description="confidence under which answers are 'uncertain'")
+    uncertain_below: float | None = Field(
+        None, ge=0, le=1, description="override: confidence under which answers are 'uncertain' (default: the model's)"
+    )
     reload_interval_s: float = Field(0.25, gt=0, description="how often each worker checks the active pointer")
     admin_token: str | None = Field(None, validation_alias="ADMIN_TOKEN")
     log_level: str = "INFO"

@@ -19,7 +19,7 @@ from pathlib import Path
 from model import weights
 from model.card import ModelCard
 from model.files import atomic_file
-from model.network import Network
+from model.predictor import Predictor
 from model.spec import NORMALISATION
 
 log = logging.getLogger("digits.registry")
@@ -60,8 +60,11 @@ def check_input(card: ModelCard) -> None:
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
-    network: Network
-    card: ModelCard
+    predictor: Predictor
+
+    @property
+    def card(self) -> ModelCard:
+        return self.predictor.card
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,9 @@ class Registry:
         path = self.path(version)
         if not path.exists():
             raise UnknownVersion(version)
-        net, card = weights.load(path, f"version {version!r}")
-        check_input(card)
-        return LoadedModel(version, net, card)
+        predictor = weights.load_predictor(path, f"version {version!r}")
+        check_input(predictor.card)
+        return LoadedModel(version, predictor)
 
     def promotion(self, candidate: ModelCard, mode: str) -> Promotion:
         active = self.active_version()
@@ -167,8 +170,8 @@ class Registry:
         log.info("activated model version", extra={"version": version})
         return loaded
 
-    def register(self, network: Network, card: ModelCard, version: str) -> Path:
+    def register(self, predictor: Predictor, version: str) -> Path:
         path = self.path(version)
         if path.exists():
             raise InvalidVersion(f"version {version!r} exists already")
-        return weights.save(path, network, card)
+        return weights.save(path, predictor.network, predictor.card, predictor.detector)

@@ -67,7 +67,7 @@ def _train_and_register(job: Job, store: JobStore, registry: Registry, data_dir:
     )
     trained.card = trained.card.replace(preset=job.preset, job_id=job.id)
     version = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + job.id[:6]
-    registry.register(trained.network, trained.card, version)  # atomic: whole file or nothing
+    registry.register(trained.predictor, version)  # atomic: whole file or nothing
     return version, trained
 
 

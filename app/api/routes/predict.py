@@ -40,18 +40,26 @@ ANSWERS = {"response_model_exclude_none": True, "responses": ERRORS}
 ReturnInput = Annotated[bool, Query(description="include the 28x28 image the model saw")]
 
 
-def _prediction(request: Request, probs: np.ndarray, x: np.ndarray, model: LoadedModel, return_input: bool):
-    digit = int(np.argmax(probs))
-    confidence = float(probs[digit])
-    request.app.state.metrics.count_prediction(digit)
-    return Prediction(
-        digit=digit,
-        confidence=confidence,
-        probabilities=[float(p) for p in probs],
-        uncertain=confidence < request.app.state.settings.uncertain_below,
-        model_version=model.version,
-        input_png=base64.b64encode(to_png(x)).decode() if return_input else None,
-    )
+def _predictions(request: Request, x: np.ndarray, model: LoadedModel, return_input: bool) -> list[Prediction]:
+    """x (m, 28, 28) -> m answers, with the model's calibration and detector (or the server's override)."""
+    answers = model.predictor.answer(x.reshape(len(x), -1), request.app.state.settings.uncertain_below)
+    out = []
+    for i, probs in enumerate(answers.probabilities):
+        digit = int(np.argmax(probs))
+        request.app.state.metrics.count_prediction(digit)
+        out.append(
+            Prediction(
+                digit=digit,
+                confidence=float(probs[digit]),
+                probabilities=[float(p) for p in probs],
+                uncertain=bool(answers.uncertain[i]),
+                not_a_digit=bool(answers.is_not_digit[i]),
+                not_a_digit_score=float(answers.not_digit[i]) if answers.not_digit is not None else None,
+                model_version=model.version,
+                input_png=base64.b64encode(to_png(x[i])).decode() if return_input else None,
+            )
+        )
+    return out
 
 
 async def _normalise(work: ImageWork, budget: Budget, data: bytes) -> np.ndarray:
@@ -102,8 +110,7 @@ async def predict(request: Request, return_input: ReturnInput = False) -> Predic
     if isinstance(x, bytes):
         work: ImageWork = request.app.state.image_work
         x = await _normalise(work, work.budget(), x)
-    probs = model.network.predict_proba(x.reshape(1, -1))[0]
-    return _prediction(request, probs, x, model, return_input)
+    return _predictions(request, x.reshape(1, *x.shape), model, return_input)[0]
 
 
 async def _batch_payloads(request: Request, limit: int) -> list[bytes | InputError]:
@@ -159,14 +166,14 @@ async def predict_batch(request: Request, return_input: ReturnInput = False) -> 
     inputs = await asyncio.gather(*(_batch_input(work, budget, p) for p in payloads))
     del payloads
     good = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
-    probs = model.network.predict_proba(np.stack([inputs[i].reshape(-1) for i in good])) if good else []
-    rows = dict(zip(good, probs, strict=True))
+    answers = _predictions(request, np.stack([inputs[i] for i in good]), model, return_input) if good else []
+    rows = dict(zip(good, answers, strict=True))
     items = []
     for i, x in enumerate(inputs):
         if isinstance(x, BatchItemError):
             items.append(BatchItem(index=i, ok=False, error=x))
         else:
-            items.append(BatchItem(index=i, ok=True, result=_prediction(request, rows[i], x, model, return_input)))
+            items.append(BatchItem(index=i, ok=True, result=rows[i]))
     return BatchResponse(
         model_version=model.version, count=len(items), failed=sum(not it.ok for it in items), items=items
     )

@@ -1,0 +1,103 @@
+"""Answers people can trust: a calibrated classifier that can say "not sure", and a detector that can
+say "that is not a digit".
+
+After training, `fit_trust` fits the temperature and the abstention threshold on data that looks like
+what users send (MNIST's validation images and generated canvas drawings, never the test set nor the
+drawings used to measure), and, when asked, trains the detector: a small network of its own that
+tells digits (MNIST's and drawn) from generated non-digits (model.negatives). It is a separate network
+rather than an 11th output so that the digit classifier, and its accuracy, stay exactly as trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model import calibration
+from model.card import Calibration, DetectorCard
+from model.drawings import STYLES, draw
+from model.images import ImageError, normalise_bytes, to_mnist
+from model.negatives import training_masks
+from model.network import Network
+from model.optimizers import make_optimizer
+from model.spec import N_PIXELS
+
+TARGET_ERROR = 0.001  # of the answers given, at most this many wrong: the rest are "not sure"
+DETECTOR_FLAGS = 0.01  # of the digits used to fit it, at most this many called "not a digit"
+DETECTOR_DOUBTS = 0.02  # ... and at most this many (the oddest-looking) answered "not sure"
+
+
+def drawings(n: int, seed: int, size: int = 140) -> tuple[np.ndarray, np.ndarray]:
+    """n generated canvas drawings, normalised as the server does: x (n, 784) in [0, 1], labels (n,)."""
+    rng = np.random.default_rng(seed)
+    made = [draw(i % 10, rng, STYLES[i % len(STYLES)], size=size) for i in range(n)]
+    return np.stack([normalise_bytes(d.png).reshape(-1) for d in made]), np.array([d.label for d in made])
+
+
+def negatives(n: int, seed: int) -> np.ndarray:
+    """n generated non-digits (training kinds and fonts), normalised: (n, 784) in [0, 1]."""
+    out = []
+    for _, ink in training_masks(n, seed):
+        try:
+            out.append(to_mnist(np.asarray(ink, np.float32) / 255).reshape(-1))
+        except ImageError:  # a shape drawn too faint to see: nothing a person would send
+            continue
+    return np.stack(out)
+
+
+def fit_calibration(
+    network: Network, fit_x: np.ndarray, fit_y: np.ndarray, measured: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> Calibration:
+    """Temperature and abstention threshold from (fit_x, fit_y); ECE, reliability and coverage on each
+    measured set, before and after."""
+    fit_logits = network.logits(fit_x).astype(np.float64)
+    nll_temperature = calibration.fit_temperature(fit_logits, fit_y)
+    # NLL weighs the few confident mistakes, ECE the many right answers: when almost every answer is
+    # right and sure they disagree. Between 1 and the NLL optimum, take the temperature with the lowest
+    # calibration error on the data it is fitted on (never on the sets it is measured on).
+    candidates = np.geomspace(min(1.0, nll_temperature), max(1.0, nll_temperature), 25)
+    errors = [calibration.ece(calibration.calibrated(fit_logits, t), fit_y) for t in candidates]
+    temperature = float(candidates[int(np.argmin(errors))])
+    threshold = calibration.abstention_threshold(calibration.calibrated(fit_logits, temperature), fit_y, TARGET_ERROR)
+    ece, diagrams, coverage = {}, {}, {}
+    for name, (x, y) in measured.items():
+        logits = network.logits(x).astype(np.float64)
+        before, after = calibration.calibrated(logits, 1.0), calibration.calibrated(logits, temperature)
+        ece[name] = {"before": calibration.ece(before, y), "after": calibration.ece(after, y)}
+        diagrams[name] = calibration.reliability(after, y)
+        coverage[name] = calibration.coverage_curve(after, y)
+    return Calibration(temperature, nll_temperature, threshold, TARGET_ERROR, len(fit_y), ece, diagrams, coverage)
+
+
+@dataclass
+class TrainedDetector:
+    network: Network
+    card: DetectorCard
+
+
+def train_detector(
+    digits: np.ndarray, non_digits: np.ndarray, seed: int, epochs: int = 4, hidden: int = 256
+) -> Network:
+    """A [784, hidden, 2] network: output 1 is "not a digit". Negatives are drawn as often as digits."""
+    rng = np.random.default_rng(seed)
+    net = Network([N_PIXELS, hidden, 2]).init(rng, "he")
+    opt = make_optimizer("adam", net.n_params, net.dtype)
+    x = np.concatenate([digits, non_digits]).astype(np.float32)
+    y = np.concatenate([np.zeros(len(digits), np.intp), np.ones(len(non_digits), np.intp)])
+    weight = np.where(y == 1, len(digits) / len(non_digits), 1.0)
+    p = weight / weight.sum()
+    batch = 128
+    for _ in range(epochs * len(digits) // batch):
+        idx = rng.choice(len(x), batch, p=p)
+        net.backprop(x[idx], y[idx])
+        opt.step(net.params, net.grads, 1e-3)
+    return net
+
+
+def detector_card(detector: Network, fit_digits: np.ndarray, n_digits: int, n_negatives: int) -> DetectorCard:
+    scores = detector.predict_proba(fit_digits)[:, 1]
+    threshold = float(max(0.5, np.quantile(scores, 1 - DETECTOR_FLAGS)))
+    # A digit that looks odd to the detector is wrong more often: such answers are "not sure".
+    doubt_from = float(min(threshold, np.quantile(scores, 1 - DETECTOR_DOUBTS)))
+    return DetectorCard(detector.sizes, threshold, n_digits, n_negatives, doubt_from=doubt_from)
