@@ -261,9 +261,18 @@ def test_api_docs_render_offline(context, server):
     # the context fixture asserts that nothing was requested from anywhere but this server
 
 
-def test_a_hash_sign_is_not_a_digit(page):
-    for stroke in ([(0.35, 0.15), (0.3, 0.85)], [(0.65, 0.15), (0.6, 0.85)], [(0.15, 0.38), (0.85, 0.38)],
-                   [(0.15, 0.62), (0.85, 0.62)]):  # fmt: skip
+NOT_DIGITS = {
+    "hash sign": [[(0.35, 0.15), (0.3, 0.85)], [(0.65, 0.15), (0.6, 0.85)], [(0.15, 0.38), (0.85, 0.38)],
+                  [(0.15, 0.62), (0.85, 0.62)]],
+    "letter W": [[(0.1, 0.2), (0.3, 0.8), (0.5, 0.35), (0.7, 0.8), (0.9, 0.2)]],
+    "scribble": [[(0.2, 0.5), (0.8, 0.3), (0.3, 0.2), (0.7, 0.8), (0.2, 0.7), (0.85, 0.55), (0.4, 0.3),
+                  (0.6, 0.6)]],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("drawing", NOT_DIGITS, ids=list(NOT_DIGITS))
+def test_what_is_not_a_digit_is_said_so(page, drawing):
+    for stroke in NOT_DIGITS[drawing]:
         mouse_stroke(page, stroke)
     expect(page.locator("#not-digit")).to_be_visible(timeout=10_000)
     assert page.text_content("#prediction").strip() == ""

@@ -341,3 +341,16 @@ def test_a_chunked_body_over_the_limit_is_cut_off(server):
                 s.sendall(chunk)
                 sent += len(chunk)
     assert sent < 20 * 2**20, f"the server read {sent >> 20} MB of a body whose limit is 5 MB"
+
+
+# ---- also seen: slow clients were never timed out ------------------------------------------------------
+
+
+def test_a_request_head_that_never_ends_is_timed_out(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        t = time.perf_counter()
+        answer = s.recv(100)
+        waited = time.perf_counter() - t
+    assert answer.startswith(b"HTTP/1.1 408") and 9 < waited < 13
