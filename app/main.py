@@ -16,10 +16,12 @@ from threadpoolctl import threadpool_limits
 from app.api.auth import resolve_admin_token
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
-from app.api.routes import models, ops, pages, predict, train
+from app.api.routes import feedback, models, ops, pages, predict, train
 from app.infra import prometheus
 from app.infra.logs import setup_logging
+from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
+from app.services.feedback_store import FeedbackStore, client_salt
 from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
@@ -51,6 +53,9 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         app.state.jobs = JobStore(settings.runtime_dir / "jobs.sqlite")
         app.state.training = TrainingLauncher(app.state.jobs, settings)
         app.state.training.recover()
+        salt = client_salt(settings.runtime_dir)
+        app.state.feedback = FeedbackStore(settings.runtime_dir / "jobs.sqlite", salt, settings.max_feedback_items)
+        app.state.feedback_limiter = RateLimiter(settings.feedback_rate)
         watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
         try:
             yield
@@ -77,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(prometheus.MetricsMiddleware, metrics=metrics)
-    for router in (predict.router, models.router, train.router, ops.router, pages.router):
+    for router in (predict.router, feedback.router, models.router, train.router, ops.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     add_error_handlers(app)

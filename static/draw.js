@@ -14,6 +14,10 @@
   const rows = [...document.querySelectorAll("#probabilities li")];
 
   const PEN = 0.07;          // pen width as a fraction of the canvas width: the same look at any size
+  const SEND_SIDE = 128;     // longest side of the image sent: the server makes it 20 px anyway
+  const answerEl = document.querySelector(".answer");
+  const correctEl = document.getElementById("correct");
+  const thanksEl = document.getElementById("thanks");
   const DEBOUNCE_MS = 120;   // classify this long after the last movement
   const strokes = [];        // each stroke: points [x, y] in 0..1 of the canvas, kept for undo and resizes
   let current = null;
@@ -21,6 +25,8 @@
   let inFlight = false;      // at most one request at a time...
   let pending = false;       // ...and one more after it if the drawing changed meanwhile
   let removals = 0;          // undo and clear count: an answer for ink that is gone is never shown
+  let revision = 0;          // every change to the drawing; the answer panel says which one it answers
+  let shown = null;          // the image and answer on screen, for a correction: {image, result}
 
   // Crisp on high-density screens: the bitmap has devicePixelRatio pixels per CSS pixel.
   function resize() {
@@ -55,7 +61,7 @@
   }
 
   function redraw() {
-    ctx.clearRect(0, 0, canvas.width, canvas.height);  // transparent background, as toBlob exports it
+    ctx.clearRect(0, 0, canvas.width, canvas.height);  // transparent background, as toDataURL exports it
     setPen();
     for (const s of strokes) {
       dot(s[0][0], s[0][1]);
@@ -100,12 +106,14 @@
   function endStroke() {
     if (!current) return;
     current = null;
+    canvas.dataset.penUpAt = performance.now().toFixed(1);
     schedule(0);
   }
   canvas.addEventListener("pointerup", endStroke);
   canvas.addEventListener("pointercancel", endStroke);
 
   function schedule(delay = DEBOUNCE_MS) {
+    canvas.dataset.revision = String(++revision);
     clearTimeout(timer);
     timer = setTimeout(classify, delay);
   }
@@ -115,6 +123,8 @@
     promptEl.hidden = false;
     uncertainEl.hidden = true;
     notDigitEl.hidden = true;
+    correctEl.hidden = true;
+    shown = null;
     confidenceEl.textContent = "";
     errorEl.hidden = true;
     inputImg.hidden = true;
@@ -161,15 +171,25 @@
     if (inFlight) { pending = true; return; }
     inFlight = true;
     const sentAfter = removals;
+    const sentRevision = revision;
+    const sentImage = inkImage();
     try {
-      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-      const form = new FormData();
-      form.append("file", blob, "canvas.png");
-      const response = await fetch("/predict?return_input=true", { method: "POST", body: form });
+      const response = await fetch("/predict?return_input=true", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image: sentImage }),
+      });
       const body = await response.json().catch(() => ({}));
       if (!strokes.length) showBlank();
       else if (sentAfter !== removals) pending = true;  // the drawing lost strokes meanwhile: ask again
-      else if (response.ok) show(body);
+      else if (response.ok) {
+        show(body);
+        shown = { image: sentImage, result: body };
+        correctEl.hidden = false;
+        thanksEl.textContent = "";
+        answerEl.dataset.revision = String(sentRevision);
+        answerEl.dataset.answeredAt = performance.now().toFixed(1);
+      }
       else if (response.status === 422) showBlank();  // no ink yet: keep prompting
       else showError("Could not classify: " + (body.detail || response.statusText));
     } catch (err) {
@@ -178,6 +198,29 @@
       inFlight = false;
       if (pending) { pending = false; classify(); }
     }
+  }
+
+  // The drawing cropped to its ink (with the pen's margin) and scaled to at most SEND_SIDE pixels, as a
+  // PNG data URL. toDataURL, not toBlob: Chromium runs toBlob as an idle task, measured at about one
+  // second per call, where toDataURL takes a few milliseconds. Cropping and scaling here only saves
+  // bytes: the server's normalisation (crop, 20 px, centre of mass) stays the one that counts.
+  function inkImage() {
+    let [x0, y0, x1, y1] = [1, 1, 0, 0];
+    for (const s of strokes) for (const [x, y] of s) {
+      x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y);
+    }
+    const margin = PEN;  // half the pen on each side, and as much again of background
+    const W = canvas.width, H = canvas.height;
+    const sx = Math.max(0, Math.floor((x0 - margin) * W)), sy = Math.max(0, Math.floor((y0 - margin) * H));
+    const sw = Math.min(W, Math.ceil((x1 + margin) * W)) - sx, sh = Math.min(H, Math.ceil((y1 + margin) * H)) - sy;
+    const scale = Math.min(1, SEND_SIDE / Math.max(sw, sh));
+    const out = document.createElement("canvas");
+    out.width = Math.max(1, Math.round(sw * scale));
+    out.height = Math.max(1, Math.round(sh * scale));
+    const octx = out.getContext("2d");
+    octx.imageSmoothingQuality = "high";
+    octx.drawImage(canvas, sx, sy, sw, sh, 0, 0, out.width, out.height);
+    return out.toDataURL("image/png");
   }
 
   function undo() {
@@ -196,11 +239,33 @@
     showBlank();
   }
 
+  // A correction sends the very image that was classified, the digit it really is, and what was shown.
+  async function correct(label) {
+    if (!shown) return;
+    const { image, result } = shown;
+    try {
+      const response = await fetch("/feedback", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image, label, model_version: result.model_version, predicted: result.digit }),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) thanksEl.textContent = label === result.digit && !result.not_a_digit
+        ? "Thanks: noted as right." : `Thanks: kept as a ${label} for review.`;
+      else thanksEl.textContent = "Not kept: " + (body.detail || response.statusText);
+    } catch (err) { thanksEl.textContent = "Not kept: the server did not answer."; }
+  }
+  document.getElementById("right").addEventListener("click", () => shown && correct(shown.result.digit));
+  for (const b of document.querySelectorAll(".correct-buttons .digit")) {
+    b.addEventListener("click", () => correct(Number(b.dataset.digit)));
+  }
+
   document.getElementById("undo").addEventListener("click", undo);
   document.getElementById("clear").addEventListener("click", clear);
   document.addEventListener("keydown", (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); }
     else if (e.key === "Escape") { e.preventDefault(); clear(); }
+    else if (/^[0-9]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey && shown) { correct(Number(e.key)); }
   });
   window.addEventListener("resize", resize);
   resize();

@@ -1,7 +1,11 @@
 """Both pages in a real browser (Debian's Chromium via Playwright) against a real uvicorn server."""
 
+import base64
+import io
+import json
 import os
 import re
+import sqlite3
 
 import httpx
 import pytest
@@ -16,6 +20,7 @@ from browser import (
     touch_stroke,
     wait_prediction,
 )
+from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 from servers import uvicorn_server
 
@@ -185,6 +190,10 @@ def test_phone_width(browser, server):
     cdp = ctx.new_cdp_session(page)
     touch_stroke(cdp, page, SHAPES[1][0])
     assert wait_prediction(page, 1) == "1"
+    # The answer and the buttons to correct it are in view without scrolling, beside the pad.
+    for selector in ("#prediction", "#correct button#right", "#correct button[data-digit='9']"):
+        box = page.locator(selector).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 844 and box["x"] + box["width"] <= 390, selector
     ctx.close()
 
 
@@ -281,3 +290,69 @@ def test_what_is_not_a_digit_is_said_so(page, drawing):
     draw_digit(page, 7)
     assert wait_prediction(page, 7) == "7"
     expect(page.locator("#not-digit")).to_be_hidden()
+
+
+def _pen_up_to_answer_ms(page, digit: int) -> float:
+    """Draw a digit; the time from the last pen lift to the answer for the finished drawing."""
+    page.click("button#clear")
+    draw_digit(page, digit)
+    page.wait_for_function(
+        "() => document.querySelector('.answer').dataset.revision === document.querySelector('#draw').dataset.revision",
+        timeout=5000,
+    )
+    assert page.text_content("#prediction").strip() == str(digit)
+    return page.evaluate(
+        "() => document.querySelector('.answer').dataset.answeredAt - document.querySelector('#draw').dataset.penUpAt"
+    )
+
+
+def test_the_answer_shows_within_100_ms_of_the_pen_lifting(page):
+    times = [_pen_up_to_answer_ms(page, d) for d in (1, 7, 0, 4, 1, 7, 0, 4)]
+    median = sorted(times)[len(times) // 2]
+    print(f"\npen up to answer: median {median:.0f} ms, all {[round(t) for t in times]}")
+    assert median <= 100 and max(times) <= 300
+
+
+@pytest.mark.parametrize("scale", [1, 3], ids=["desktop", "phone at DPR 3"])
+def test_the_page_sends_the_ink_cropped_and_small(browser, server, scale):
+    size = {"width": 1100, "height": 800} if scale == 1 else {"width": 390, "height": 844}
+    ctx = browser.new_context(viewport=size, device_scale_factor=scale, has_touch=True)
+    page = ctx.new_page()
+    page.goto(server.url + "/")
+    bodies = []
+    page.on("request", lambda r: bodies.append(r.post_data) if r.url.split("?")[0].endswith("/predict") else None)
+    draw_digit(page, 7)
+    assert wait_prediction(page, 7) == "7"
+    last = json.loads(bodies[-1])["image"]
+    png = base64.b64decode(last.split(",", 1)[1])
+    w, h = Image.open(io.BytesIO(png)).size
+    print(f"\nDPR {scale}: {len(bodies[-1])} bytes a request, image {w}x{h}")
+    assert max(w, h) <= 128 and len(bodies[-1]) < 20_000
+    ctx.close()
+
+
+def _stored(server) -> list[tuple]:
+    db = sqlite3.connect(server.runtime_dir / "jobs.sqlite")
+    try:
+        return db.execute("SELECT label, predicted, claimed_digit FROM feedback ORDER BY created").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_correction_from_the_page_is_stored_for_review(page, server):
+    before = len(_stored(server))
+    expect(page.locator("#correct")).to_be_hidden()
+    draw_digit(page, 7)
+    wait_prediction(page, 7)
+    expect(page.locator("#correct")).to_contain_text("kept to improve the model")
+    page.click("#correct button[data-digit='1']")  # "no, it is a 1"
+    expect(page.locator("#thanks")).to_have_text("Thanks: kept as a 1 for review.")
+    assert _stored(server)[before:] == [(1, 7, 7)]
+    page.keyboard.press("7")  # the same drawing again, by key: kept once, as it was first labelled
+    expect(page.locator("#thanks")).to_have_text("Thanks: noted as right.")
+    page.click("button#clear")
+    draw_digit(page, 0)
+    wait_prediction(page, 0)
+    page.click("#correct button#right")
+    expect(page.locator("#thanks")).to_have_text("Thanks: noted as right.")
+    assert _stored(server)[before:] == [(1, 7, 7), (0, 0, 0)]

@@ -49,8 +49,8 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sqlite3.Error)
     async def database_error(request: Request, exc: sqlite3.Error) -> JSONResponse:
-        log.error("job database error", extra={"path": request.url.path, "error": str(exc)})
-        return JSONResponse({"detail": f"the job database is unavailable ({exc}); try again later"}, status_code=503)
+        log.error("database error", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse({"detail": f"the database is unavailable ({exc}); try again later"}, status_code=503)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -76,6 +76,25 @@ class PredictBatchJSON(BaseModel):
     images: list[str] = Field(..., min_length=1, description="data URLs or base64 image files")
 
 
+class FeedbackRequest(BaseModel):
+    """A correction. JSON: `image` (data URL or base64) and `label`; multipart: `file` and `label`."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str | None = Field(None, description="the image that was classified, as a data URL or base64")
+    label: int = Field(..., ge=0, le=N_CLASSES - 1, description="the digit it really is")
+    model_version: str | None = Field(None, max_length=64, description="the version whose answer was shown")
+    predicted: int | None = Field(None, ge=0, le=N_CLASSES - 1, description="the answer that was shown")
+
+
+class FeedbackReceipt(BaseModel):
+    id: str
+    duplicate: bool = Field(..., description="this image was sent before; it is kept once")
+    status: Literal["pending", "accepted", "rejected"]
+    model_version: str = Field(..., description="the version that read the image here")
+    predicted: int = Field(..., description="its answer")
+    input_png: str = Field(..., description="the 28x28 image it read, as base64 PNG")
+
+
 class ModelVersion(BaseModel):
     version: str
     active: bool

@@ -31,5 +31,7 @@ class Settings(BaseSettings):
         None, ge=0, le=1, description="override: confidence under which answers are 'uncertain' (default: the model's)"
     )
     reload_interval_s: float = Field(0.25, gt=0, description="how often each worker checks the active pointer")
+    feedback_rate: str = Field("30/minute", description="corrections one client may send (a `limits` rate)")
+    max_feedback_items: int = Field(100_000, ge=1, description="corrections kept at most; past it, 503")
     admin_token: str | None = Field(None, validation_alias="ADMIN_TOKEN")
     log_level: str = "INFO"

@@ -1,0 +1,103 @@
+"""POST /feedback: a person says what digit a drawing really is (public, rate-limited)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.api.deps import get_loaded_model
+from app.api.inputs import (
+    JSON,
+    MULTIPART,
+    InputError,
+    decode_base64_image,
+    image_error,
+    media_type,
+    parse_json,
+    unsupported_media,
+    validation_message,
+)
+from app.api.predict_docs import ERRORS
+from app.api.schemas import FeedbackReceipt, FeedbackRequest
+from app.services.feedback_store import Correction, FeedbackStore, StoreFull
+from model.images import ImageError, open_image, to_png
+
+router = APIRouter(tags=["feedback"])
+
+
+async def _correction_request(request: Request) -> tuple[bytes, FeedbackRequest]:
+    """The image's bytes and the rest of the request, from JSON (`image` as a data URL or base64) or
+    multipart (`file`, and `label`, `model_version`, `predicted` as fields)."""
+    media = media_type(request.headers.get("content-type"))
+    try:
+        if media == JSON:
+            body = FeedbackRequest.model_validate(parse_json(await request.body()))
+            if not body.image:
+                raise InputError(422, "send the image that was classified in 'image' (a data URL or base64)")
+            return decode_base64_image(body.image), body
+        if media == MULTIPART:
+            async with request.form(max_files=1, max_fields=8) as form:
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    raise InputError(422, "multipart body needs the image in the field 'file'")
+                fields = {k: v for k, v in form.items() if k in ("label", "model_version", "predicted")}
+                return await upload.read(), FeedbackRequest.model_validate(fields)
+    except ValidationError as e:
+        raise InputError(422, validation_message(e)) from None
+    raise unsupported_media(media, "application/json with 'image' and 'label', or multipart with 'file' and 'label'")
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post(
+    "/feedback",
+    status_code=201,
+    response_model=FeedbackReceipt,
+    responses={**ERRORS, 429: {"description": "too many corrections from this client; see Retry-After"}},
+    summary="Correct an answer: the digit a drawing really is",
+)
+async def send_feedback(request: Request) -> FeedbackReceipt:
+    """The exact image that was classified and the digit it really is (and, optionally, the model version
+    and the answer the page showed). The server reads the image again and keeps it, with its own answer,
+    for an admin to review; a correction never trains a model before an admin accepts it. The same
+    image sent twice is kept once. Limited per client (`DIGITS_FEEDBACK_RATE`): 429 with Retry-After."""
+    address = _client_address(request)
+    wait = request.app.state.feedback_limiter.retry_after(address)
+    if wait is not None:
+        raise HTTPException(429, f"too many corrections; try again in {wait} s", headers={"Retry-After": str(wait)})
+    data, body = await _correction_request(request)
+    model, work = get_loaded_model(request), request.app.state.image_work
+    try:
+        x = await work.normalise(data, work.budget())
+        kind = open_image(data, work.max_pixels).format.lower()
+    except ImageError as e:
+        raise image_error(e) from None
+    answer = model.predictor.answer(x.reshape(1, -1))
+    probs: np.ndarray = answer.probabilities[0]
+    correction = Correction(
+        label=body.label,
+        original=data,
+        media_type=f"image/{'jpeg' if kind == 'mpo' else kind}",
+        input_png=to_png(x),
+        model_version=model.version,
+        predicted=int(np.argmax(probs)),
+        probabilities=[round(float(p), 6) for p in probs],
+        claimed_version=body.model_version,
+        claimed_digit=body.predicted,
+    )
+    store: FeedbackStore = request.app.state.feedback
+    try:
+        stored = await asyncio.to_thread(store.add, correction, address)
+    except StoreFull as e:
+        raise HTTPException(503, f"{e}; corrections are not being taken now") from None
+    return FeedbackReceipt(
+        id=stored.id, duplicate=stored.duplicate, status=stored.status, model_version=model.version,
+        predicted=correction.predicted, input_png=base64.b64encode(correction.input_png).decode(),
+    )  # fmt: skip

@@ -1,0 +1,148 @@
+"""Corrections from the people who draw: what they sent, what the model said, what they say it is.
+
+In the runtime folder's SQLite database (WAL, beside the training jobs). Each image is stored once
+(its SHA-256 is the key), as the exact bytes received and as the 28x28 input the server made of it,
+with the served model's answer. Clients are kept as a salted hash of their address, never the
+address; the salt is made once per runtime folder and never leaves it. Nothing here is used for
+training until an admin has accepted it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class FeedbackStatus(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    client TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    predicted INTEGER NOT NULL,
+    probabilities TEXT NOT NULL,
+    claimed_version TEXT,
+    claimed_digit INTEGER,
+    media_type TEXT NOT NULL,
+    original BLOB NOT NULL,
+    input_png BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_status ON feedback (status, created);
+"""
+
+
+class StoreFull(Exception):
+    """The corrections store holds as many items as it is allowed to."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One correction as the page or an API client sends it, with the server's own reading of it."""
+
+    label: int  # the digit the person says it is
+    original: bytes  # the image exactly as received
+    media_type: str
+    input_png: bytes  # the 28x28 input the server made of it
+    model_version: str  # the version that answered here
+    predicted: int
+    probabilities: list[float]
+    claimed_version: str | None = None  # what the client says it was shown
+    claimed_digit: int | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: str
+    duplicate: bool
+    status: FeedbackStatus
+
+
+def client_salt(runtime_dir: Path) -> bytes:
+    """A random salt per runtime folder, shared by all workers (the first one makes it)."""
+    path = runtime_dir / "feedback_salt"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the creating worker may be mid-write
+            salt = path.read_bytes()
+            if len(salt) == 32:
+                return salt
+            time.sleep(0.02)
+        raise RuntimeError(f"{path.name} is damaged; delete it to make a new one") from None
+    salt = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(salt)
+    return salt
+
+
+class FeedbackStore:
+    def __init__(self, path: Path, salt: bytes, max_items: int) -> None:
+        self.path, self.salt, self.max_items = Path(path), salt, max_items
+        self._local = threading.local()
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    def client_id(self, address: str) -> str:
+        return hashlib.sha256(self.salt + address.encode()).hexdigest()[:16]
+
+    def add(self, c: Correction, address: str) -> Stored:
+        """Store a correction, once per image; raises StoreFull, or sqlite3.Error when the disk says no."""
+        digest = hashlib.sha256(c.original).hexdigest()
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")  # one writer: the count and the insert see the same store
+        try:
+            row = db.execute("SELECT id, status FROM feedback WHERE sha256 = ?", (digest,)).fetchone()
+            if row is not None:
+                db.execute("COMMIT")
+                return Stored(row["id"], True, FeedbackStatus(row["status"]))
+            if db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] >= self.max_items:
+                raise StoreFull(f"the corrections store holds its limit of {self.max_items} items")
+            item_id = uuid.uuid4().hex[:12]
+            db.execute(
+                "INSERT INTO feedback (id, sha256, created, client, label, status, model_version, predicted,"
+                " probabilities, claimed_version, claimed_digit, media_type, original, input_png)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (item_id, digest, time.time(), self.client_id(address), c.label, FeedbackStatus.PENDING,
+                 c.model_version, c.predicted, json.dumps(c.probabilities), c.claimed_version, c.claimed_digit,
+                 c.media_type, c.original, c.input_png),
+            )  # fmt: skip
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Stored(item_id, False, FeedbackStatus.PENDING)
+
+    def count(self, status: FeedbackStatus | None = None) -> int:
+        if status is None:
+            return self._db().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+        return self._db().execute("SELECT COUNT(*) FROM feedback WHERE status = ?", (status,)).fetchone()[0]
+
+    def get(self, item_id: str) -> sqlite3.Row | None:
+        return self._db().execute("SELECT * FROM feedback WHERE id = ?", (item_id,)).fetchone()
