@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from app.api.auth import resolve_admin_token
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
-from app.api.routes import feedback, models, ops, pages, predict, train
+from app.api.routes import feedback, models, ops, pages, predict, review, train
 from app.infra import prometheus
 from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
@@ -82,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(prometheus.MetricsMiddleware, metrics=metrics)
-    for router in (predict.router, feedback.router, models.router, train.router, ops.router, pages.router):
+    routers = (predict.router, feedback.router, review.router, models.router, train.router, ops.router, pages.router)
+    for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     add_error_handlers(app)

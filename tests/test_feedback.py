@@ -1,8 +1,10 @@
 """POST /feedback: corrections stored safely, once, with limits (issue 10, part 2)."""
 
 import base64
+import io
 import sqlite3
 
+import numpy as np
 import pytest
 from conftest import TOKEN
 from hostile import save, seven
@@ -84,3 +86,48 @@ def test_a_full_store_refuses_with_503_and_predictions_go_on(make_client, tmp_pa
     ]
     assert codes == [201, 201, 503]
     assert client.post("/predict", json={"image": _data_url(SEVEN)}).json()["digit"] == 7
+
+
+def _send(client, n: int, label: int = 7, start: int = 40) -> list[str]:
+    return [client.post("/feedback", json={"image": _data_url(save(seven(start + i))), "label": label}).json()["id"]
+            for i in range(n)]  # fmt: skip
+
+
+def test_review_lists_filters_and_changes_corrections(client, admin):
+    ids = _send(client, 4)
+    assert client.get("/feedback").status_code == 401
+    listing = client.get("/feedback", headers=admin).json()
+    assert listing["total"] == 4 and {it["id"] for it in listing["items"]} == set(ids)
+    assert all(it["status"] == "pending" and len(it["client"]) == 16 for it in listing["items"])
+    r = client.post("/feedback/review", json={"ids": ids[:2], "action": "accept"}, headers=admin)
+    assert r.json() == {"changed": 2}
+    client.post("/feedback/review", json={"ids": [ids[2]], "action": "relabel", "label": 1}, headers=admin)
+    client.post("/feedback/review", json={"ids": [ids[3]], "action": "reject"}, headers=admin)
+    accepted = client.get("/feedback", params={"status": "accepted"}, headers=admin).json()
+    assert accepted["total"] == 3 and {it["label"] for it in accepted["items"]} == {7, 1}
+    assert client.get("/feedback", params={"disagree": True}, headers=admin).json()["total"] == 1  # the relabelled
+    bad = client.post("/feedback/review", json={"ids": ids, "action": "relabel"}, headers=admin)
+    assert bad.status_code == 422
+
+
+def test_suspicious_corrections_come_first(client, admin):
+    calm = _send(client, 1, label=7)
+    odd = _send(client, 1, label=3, start=90)  # the model is sure it is a 7
+    items = client.get("/feedback", headers=admin).json()["items"]
+    assert [it["id"] for it in items] == odd + calm
+    assert items[0]["suspicious"] and "sure of 7" in items[0]["reasons"][0] and not items[1]["suspicious"]
+
+
+def test_delete_one_or_a_whole_client_and_export(client, admin):
+    ids = _send(client, 3)
+    assert client.delete(f"/feedback/{ids[0]}", headers=admin).json() == {"changed": 1}
+    assert client.delete(f"/feedback/{ids[0]}", headers=admin).status_code == 404
+    client.post("/feedback/review", json={"ids": ids[1:], "action": "accept"}, headers=admin)
+    r = client.get("/feedback/export", headers=admin)
+    assert r.status_code == 200
+    with np.load(io.BytesIO(r.content), allow_pickle=False) as npz:
+        assert npz["x"].shape == (2, 28, 28) and npz["x"].dtype == np.uint8 and list(npz["y"]) == [7, 7]
+        assert "holdout" in str(npz["README"]) and npz["holdout"].dtype == bool
+    who = client.get("/feedback", headers=admin).json()["items"][0]["client"]
+    assert client.delete("/feedback", params={"client": who}, headers=admin).json() == {"changed": 2}
+    assert client.get("/feedback", headers=admin).json()["total"] == 0

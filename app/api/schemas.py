@@ -95,6 +95,38 @@ class FeedbackReceipt(BaseModel):
     input_png: str = Field(..., description="the 28x28 image it read, as base64 PNG")
 
 
+class FeedbackItem(BaseModel):
+    id: str
+    created: float
+    client: str = Field(..., description="a salted hash of the client's address")
+    label: int
+    status: Literal["pending", "accepted", "rejected"]
+    model_version: str
+    predicted: int
+    confidence: float = Field(..., description="the model's probability of its answer")
+    claimed_digit: int | None = None
+    holdout: bool = Field(..., description="in the real-drawing holdout (once accepted), not the training pool")
+    suspicious: bool
+    reasons: list[str]
+    input_png: str = Field(..., description="the 28x28 input, base64 PNG")
+
+
+class FeedbackList(BaseModel):
+    total: int
+    items: list[FeedbackItem]
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[str, Field(max_length=64)]] = Field(..., min_length=1, max_length=1000)
+    action: Literal["accept", "reject", "relabel"]
+    label: int | None = Field(None, ge=0, le=N_CLASSES - 1, description="with 'relabel': the right digit")
+
+
+class ReviewResult(BaseModel):
+    changed: int
+
+
 class ModelVersion(BaseModel):
     version: str
     active: bool

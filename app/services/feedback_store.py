@@ -97,11 +97,11 @@ class FeedbackStore:
     def __init__(self, path: Path, salt: bytes, max_items: int) -> None:
         self.path, self.salt, self.max_items = Path(path), salt, max_items
         self._local = threading.local()
-        db = self._db()
+        db = self.connection()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
 
-    def _db(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -115,7 +115,7 @@ class FeedbackStore:
     def add(self, c: Correction, address: str) -> Stored:
         """Store a correction, once per image; raises StoreFull, or sqlite3.Error when the disk says no."""
         digest = hashlib.sha256(c.original).hexdigest()
-        db = self._db()
+        db = self.connection()
         db.execute("BEGIN IMMEDIATE")  # one writer: the count and the insert see the same store
         try:
             row = db.execute("SELECT id, status FROM feedback WHERE sha256 = ?", (digest,)).fetchone()
@@ -141,8 +141,8 @@ class FeedbackStore:
 
     def count(self, status: FeedbackStatus | None = None) -> int:
         if status is None:
-            return self._db().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
-        return self._db().execute("SELECT COUNT(*) FROM feedback WHERE status = ?", (status,)).fetchone()[0]
+            return self.connection().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+        return self.connection().execute("SELECT COUNT(*) FROM feedback WHERE status = ?", (status,)).fetchone()[0]
 
     def get(self, item_id: str) -> sqlite3.Row | None:
-        return self._db().execute("SELECT * FROM feedback WHERE id = ?", (item_id,)).fetchone()
+        return self.connection().execute("SELECT * FROM feedback WHERE id = ?", (item_id,)).fetchone()

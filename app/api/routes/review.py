@@ -1,0 +1,90 @@
+"""Reviewing corrections (admin): list with filters, accept, reject, relabel, delete, export."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+
+from app.api.auth import AdminDep, AdminFirstRoute
+from app.api.schemas import ErrorBody, FeedbackItem, FeedbackList, ReviewRequest, ReviewResult
+from app.services.feedback_review import Filters, Review, holdout
+from app.services.feedback_store import FeedbackStatus
+
+router = APIRouter(
+    prefix="/feedback",
+    tags=["feedback"],
+    dependencies=[AdminDep],
+    route_class=AdminFirstRoute,
+    responses={401: {"model": ErrorBody, "description": "admin token missing or wrong"}},
+)
+EXPORT_README = """Accepted corrections from the Digits drawing page, as MNIST-format arrays.
+x: uint8 (n, 28, 28), 0 = background, 255 = ink, made by the server's normalisation (mnist-v1).
+y: uint8 (n,), the digit the person said it is, as accepted (or relabelled) by an admin.
+sha256: the SHA-256 of each image as it was sent; holdout: True for the real-drawing holdout
+(about a third, chosen by that hash), False for the training pool."""
+
+
+def get_review(request: Request) -> Review:
+    return Review(request.app.state.feedback)
+
+
+ReviewDep = Annotated[Review, Depends(get_review)]
+
+
+@router.get("", response_model=FeedbackList, summary="Corrections, suspicious ones first")
+def list_feedback(
+    review: ReviewDep,
+    status: FeedbackStatus | None = None,
+    label: Annotated[int | None, Query(ge=0, le=9)] = None,
+    disagree: Annotated[bool | None, Query(description="the model's answer differs from the label")] = None,
+    client: Annotated[str | None, Query(max_length=64, description="a client's hash, as listed")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> FeedbackList:
+    total, items = review.list(Filters(status, label, disagree, client), limit, offset)
+    return FeedbackList(
+        total=total,
+        items=[FeedbackItem(**{**it, "input_png": base64.b64encode(it["input_png"]).decode()}) for it in items],
+    )
+
+
+@router.post("/review", response_model=ReviewResult, summary="Accept, reject or relabel corrections, in bulk")
+def review_feedback(body: ReviewRequest, review: ReviewDep) -> ReviewResult:
+    if (body.action == "relabel") != (body.label is not None):
+        raise HTTPException(422, "'label' goes with 'relabel', and only with it")
+    return ReviewResult(changed=review.review(body.ids, body.action, body.label))
+
+
+@router.delete("/{item_id}", response_model=ReviewResult, summary="Delete one correction")
+def delete_one(item_id: str, review: ReviewDep) -> ReviewResult:
+    changed = review.delete(item_id=item_id)
+    if not changed:
+        raise HTTPException(404, f"no correction {item_id!r}")
+    return ReviewResult(changed=changed)
+
+
+@router.delete("", response_model=ReviewResult, summary="Delete everything one client sent")
+def delete_client(review: ReviewDep, client: Annotated[str, Query(min_length=1, max_length=64)]) -> ReviewResult:
+    return ReviewResult(changed=review.delete(client=client))
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "an .npz file"}},
+    summary="The accepted corrections as a dataset file (.npz)",
+)
+def export_feedback(review: ReviewDep) -> Response:
+    x, y, digests = review.accepted()
+    buf = io.BytesIO()
+    in_holdout = np.array([holdout(d) for d in digests], bool)
+    np.savez(buf, x=x, y=y, sha256=np.array(digests, dtype="U64"), holdout=in_holdout, README=np.array(EXPORT_README))
+    return Response(
+        buf.getvalue(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": 'attachment; filename="corrections.npz"'},
+    )
