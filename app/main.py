@@ -22,6 +22,7 @@ from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
 from app.services.feedback_store import FeedbackStore, client_salt
+from app.services.holdout import HoldoutScores
 from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
@@ -56,6 +57,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         salt = client_salt(settings.runtime_dir)
         app.state.feedback = FeedbackStore(settings.runtime_dir / "jobs.sqlite", salt, settings.max_feedback_items)
         app.state.feedback_limiter = RateLimiter(settings.feedback_rate)
+        app.state.holdout = HoldoutScores(app.state.feedback)
         watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
         try:
             yield

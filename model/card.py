@@ -82,6 +82,7 @@ class ModelCard:
     data_checksum: str | None = None
     preset: str | None = None
     job_id: str | None = None  # the training job that made it, if a job did
+    corrections: dict[str, Any] | None = None  # {"n", "checksum", "weight"} of the corrections it trained on
     calibration: Calibration | None = None  # None: temperature 1 and the server's default threshold
     detector: DetectorCard | None = None  # None: this model never says "not a digit"
     created: str = field(default_factory=_now)

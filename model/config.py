@@ -41,6 +41,7 @@ class TrainConfig:
     held_out_drawings: int = 2000  # MNIST test digits restyled as drawings, to measure calibration on
     detector_epochs: int = 0  # 0: no "not a digit" detector; it trains on the digits and `negatives`
     negatives: int = 12_000  # generated non-digits for the detector
+    feedback_weight: int = 0  # 0: MNIST only; n: accepted corrections join the training set, n times each
 
     def __post_init__(self) -> None:
         problems = self.problems()

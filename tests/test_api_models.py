@@ -187,10 +187,16 @@ def test_promotion_policy():
         return ModelCard([784, 10, 10], test=Evaluation(acc, [acc] * 10, [[0] * 10] * 10, 10) if acc else None)
 
     assert promotion(card(0.99), "old", card(0.98), "if_better").promote
-    assert not promotion(card(0.98), "old", card(0.98), "if_better").promote  # a tie keeps what serves
+    assert promotion(card(0.9791), "old", card(0.98), "if_better").promote  # within 0.1 point on MNIST
+    assert not promotion(card(0.9789), "old", card(0.98), "if_better").promote  # past it
     assert promotion(card(0.5), "old", card(0.98), "always") == Promotion(True, "old", 0.98)
     assert promotion(card(0.5), None, None, "if_better").promote  # nothing active yet
     assert promotion(card(0.5), "old", card(None), "if_better").promote  # the active one does not say
+    # The real-drawing holdout counts from 50 drawings: no worse there, or no promotion.
+    worse_on_drawings = promotion(card(0.99), "old", card(0.98), "if_better", holdout=(50, 0.90, 0.92))
+    assert not worse_on_drawings.promote and worse_on_drawings.holdout == {"n": 50, "candidate": 0.9, "active": 0.92}
+    assert promotion(card(0.99), "old", card(0.98), "if_better", holdout=(49, 0.90, 0.92)).promote  # too few yet
+    assert promotion(card(0.98), "old", card(0.98), "if_better", holdout=(80, 0.95, 0.92)).promote
 
 
 def test_admin_form_offers_what_the_api_accepts(client):

@@ -131,6 +131,9 @@ class ModelVersion(BaseModel):
     version: str
     active: bool
     metadata: dict[str, Any]
+    holdout: dict[str, Any] | None = Field(
+        None, description="accuracy on today's real-drawing holdout (n, per class), once measured on it"
+    )
 
 
 class ModelList(BaseModel):
@@ -173,8 +176,14 @@ class TrainRequest(BaseModel):
     val_size: int | None = Field(None, ge=0, le=20_000)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     activate: Literal["if_better", "always"] = Field(
-        "if_better", description="'if_better': promote only if it beats the active model's test accuracy"
+        "if_better",
+        description="'if_better': promote only if no worse than the active model on MNIST's test set (by more"
+        " than 0.1 point) and on the real-drawing holdout (once it has 50 drawings)",
     )
+    feedback: Literal["exclude", "include"] = Field(
+        "exclude", description="'include': train on the accepted corrections' pool too (never the holdout)"
+    )
+    feedback_weight: int = Field(10, ge=1, le=100, description="with 'include': each correction counts this often")
 
     @field_validator("layers")
     @classmethod

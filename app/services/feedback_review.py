@@ -32,6 +32,11 @@ class Filters:
     client: str | None = None
 
 
+def checksum(digests: list[str], labels: np.ndarray) -> str:
+    """Which images, with which labels: changes when one is added, removed or relabelled."""
+    return hashlib.md5("".join(f"{d}:{int(y)}" for d, y in zip(digests, labels, strict=True)).encode()).hexdigest()
+
+
 def holdout(sha256: str) -> bool:
     """About a third of the accepted corrections, chosen by content hash: the split never changes."""
     return int(sha256[:8], 16) % 3 == 0

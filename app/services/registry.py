@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,20 +68,36 @@ class LoadedModel:
         return self.predictor.card
 
 
+MNIST_TOLERANCE = 0.001  # a new version may be this much worse on MNIST's test set (0.1 point)...
+MIN_HOLDOUT = 50  # ...if it is no worse on the real-drawing holdout, once the holdout has this many
+
+
 @dataclass(frozen=True)
 class Promotion:
     promote: bool
     compared_with: str | None  # the version active when the decision was made
     compared_accuracy: float | None
+    holdout: dict[str, float | int] | None = None  # {"n", "candidate", "active"} when the holdout counted
 
 
-def promotion(candidate: ModelCard, active: str | None, active_card: ModelCard | None, mode: str) -> Promotion:
-    """The promotion policy: "always", or "if_better": a higher MNIST test accuracy than the active
-    version's (or no active version, or one that does not say its accuracy)."""
+def promotion(
+    candidate: ModelCard,
+    active: str | None,
+    active_card: ModelCard | None,
+    mode: str,
+    holdout: tuple[int, float, float] | None = None,
+) -> Promotion:
+    """The promotion policy: "always", or "if_better": not worse than the active version on MNIST's
+    test set by more than 0.1 point, and not worse on the real-drawing holdout (n, candidate accuracy,
+    active accuracy) once it holds MIN_HOLDOUT drawings. No active version, or one that does not say
+    its accuracy, is no bar."""
     active_acc = active_card.test_accuracy if active_card else None
     new_acc = candidate.test_accuracy
-    better = active_acc is None or (new_acc is not None and new_acc > active_acc)
-    return Promotion(mode == "always" or better, active, active_acc)
+    mnist_ok = active_acc is None or (new_acc is not None and new_acc >= active_acc - MNIST_TOLERANCE)
+    counts = holdout is not None and holdout[0] >= MIN_HOLDOUT
+    holdout_ok = not counts or holdout[1] >= holdout[2]
+    record = {"n": holdout[0], "candidate": holdout[1], "active": holdout[2]} if counts else None
+    return Promotion(mode == "always" or (mnist_ok and holdout_ok), active, active_acc, record)
 
 
 class Registry:
@@ -151,15 +168,20 @@ class Registry:
         check_input(predictor.card)
         return LoadedModel(version, predictor)
 
-    def promotion(self, candidate: ModelCard, mode: str) -> Promotion:
+    def promotion(
+        self, candidate: ModelCard, mode: str, holdout_accuracy: Callable[[str], tuple[int, float, float] | None]
+    ) -> Promotion:
+        """Decide on `candidate` against the active version; holdout_accuracy(active) gives (n, candidate's
+        accuracy, active's accuracy) on the real-drawing holdout, or None without one."""
         active = self.active_version()
-        active_card = None
+        active_card = holdout = None
         if active is not None:
             try:
                 active_card = self.card(active)
-            except (UnknownVersion, weights.WeightsError):
+                holdout = holdout_accuracy(active)
+            except (UnknownVersion, weights.WeightsError, IncompatibleModel):
                 active_card = None  # a broken active version is no bar to a working one
-        return promotion(candidate, active, active_card, mode)
+        return promotion(candidate, active, active_card, mode, holdout)
 
     # ---- changes -----------------------------------------------------------------------------
 

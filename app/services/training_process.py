@@ -22,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from app.infra.logs import setup_logging
+from app.services.feedback_review import Review, checksum
+from app.services.feedback_store import FeedbackStore
+from app.services.holdout import HoldoutScores
 from app.services.job_store import Job, JobStatus, JobStore
 from app.services.registry import Registry
 from model.config import TrainConfig
-from model.experiment import Trained, run_experiment
+from model.data import Dataset
+from model.experiment import Corrections, Trained, run_experiment
+from model.spec import N_PIXELS
 from model.train import Progress, TrainingCancelled
 
 log = logging.getLogger("digits.trainer")
@@ -60,10 +65,22 @@ class _JobWatch:
         self.store.add_progress(self.job_id, self.seq, {**p.as_dict(), "seq": self.seq})
 
 
-def _train_and_register(job: Job, store: JobStore, registry: Registry, data_dir: Path | None) -> tuple[str, Trained]:
+def _corrections(feedback: FeedbackStore | None) -> Corrections | None:
+    """The accepted corrections' training pool (never the holdout, never what is not accepted)."""
+    if feedback is None:
+        return None
+    x, y, digests = Review(feedback).accepted("pool")
+    return Corrections(Dataset(x.reshape(len(x), N_PIXELS), y), checksum(digests, y))
+
+
+def _train_and_register(
+    job: Job, store: JobStore, registry: Registry, data_dir: Path | None, feedback: FeedbackStore | None
+) -> tuple[str, Trained]:
     watch = _JobWatch(store, job.id)
+    config = TrainConfig(**job.config)
+    corrections = _corrections(feedback) if config.feedback_weight else None
     trained = run_experiment(
-        TrainConfig(**job.config), data_dir, on_progress=watch.on_progress, should_stop=watch.should_stop
+        config, data_dir, corrections=corrections, on_progress=watch.on_progress, should_stop=watch.should_stop
     )
     trained.card = trained.card.replace(preset=job.preset, job_id=job.id)
     version = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + job.id[:6]
@@ -83,19 +100,40 @@ def _failure(job_id: str, e: BaseException) -> tuple[JobStatus, str]:
     return JobStatus.FAILED, f"{type(e).__name__}: {e}"
 
 
-def run_job(job_id: str, store: JobStore, registry: Registry, data_dir: Path | None) -> JobStatus:
+def _holdout_judge(feedback: FeedbackStore | None, registry: Registry, version: str, trained: Trained):
+    """Score the new version on today's real-drawing holdout; a function that scores the active one
+    beside it, for the promotion gate."""
+    if feedback is None:
+        return lambda active: None
+    scores = HoldoutScores(feedback)
+    holdout = scores.current()
+    mine = scores.evaluate(version, trained.predictor, holdout)
+
+    def judge(active: str) -> tuple[int, float, float] | None:
+        if mine is None:
+            return None
+        theirs = scores.evaluate(active, registry.load(active).predictor, holdout)
+        return mine["n"], mine["accuracy"], theirs["accuracy"]
+
+    return judge
+
+
+def run_job(
+    job_id: str, store: JobStore, registry: Registry, data_dir: Path | None, feedback: FeedbackStore | None = None
+) -> JobStatus:
     """Train, evaluate, register and maybe promote one job. Returns its final status."""
     job = store.get(job_id)
     if job is None:
         raise SystemExit(f"no job {job_id}")
     store.mark_running(job_id, os.getpid())
     try:
-        version, trained = _train_and_register(job, store, registry, data_dir)
+        version, trained = _train_and_register(job, store, registry, data_dir, feedback)
+        judge = _holdout_judge(feedback, registry, version, trained)
     except Exception as e:
         status, error = _failure(job_id, e)
         store.finish(job_id, status, error=error)
         return status
-    decision = registry.promotion(trained.card, job.activate)
+    decision = registry.promotion(trained.card, job.activate, judge)
     if decision.promote:
         registry.activate(version)
     training = trained.card.training
@@ -105,6 +143,8 @@ def run_job(job_id: str, store: JobStore, registry: Registry, data_dir: Path | N
         "val_accuracy": training.val_accuracy if training else None,
         "seconds": training.seconds if training else None,
         "compared_with": {"version": decision.compared_with, "test_accuracy": decision.compared_accuracy},
+        "holdout": decision.holdout,
+        "corrections": trained.card.corrections,
     }
     store.finish(job_id, JobStatus.SUCCEEDED, version=version, promoted=int(decision.promote), result=result)
     log.info("training job finished", extra={"job": job_id, "version": version, "promoted": decision.promote, **result})
@@ -143,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     store = JobStore(args.runtime_dir / "jobs.sqlite")
+    feedback = FeedbackStore(args.runtime_dir / "jobs.sqlite", salt=b"", max_items=0)  # read here, never added to
     registry = Registry(args.runtime_dir)
     try:
-        status = run_job(args.job, store, registry, args.data_dir)
+        status = run_job(args.job, store, registry, args.data_dir, feedback)
     except Interrupted as e:  # raised outside the training loop's own handling
         store.finish(args.job, JobStatus.INTERRUPTED, error=str(e))
         status = JobStatus.INTERRUPTED

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from app.api.auth import AdminDep, AdminFirstRoute
 from app.api.deps import HolderDep, RegistryDep
 from app.api.schemas import ErrorBody, ModelList, ModelVersion
+from app.services.holdout import HoldoutScores
 from app.services.registry import IncompatibleModel, InvalidVersion, Registry, UnknownVersion
 from model.weights import WeightsError
 
@@ -21,15 +22,38 @@ def _card(registry: Registry, version: str) -> dict:
 
 
 @router.get("", response_model=ModelList, summary="Model versions with their metadata")
-def list_models(registry: RegistryDep, holder: HolderDep) -> ModelList:
+def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> ModelList:
     active = registry.active_version()
+    scores: HoldoutScores = request.app.state.holdout
+    today = scores.current()[1]
     return ModelList(
         active=active,
         serving=holder.current.version if holder.current else None,
         versions=[
-            ModelVersion(version=v, active=v == active, metadata=_card(registry, v)) for v in registry.versions()
+            ModelVersion(version=v, active=v == active, metadata=_card(registry, v), holdout=scores.score(v, today))
+            for v in registry.versions()
         ],
     )
+
+
+@router.post(
+    "/holdout/evaluate",
+    response_model=ModelList,
+    dependencies=[AdminDep],
+    responses={401: {"model": ErrorBody}},
+    summary="Measure every version on today's real-drawing holdout",
+)
+def evaluate_on_holdout(registry: RegistryDep, holder: HolderDep, request: Request) -> ModelList:
+    """The holdout grows as corrections are accepted; this measures every version on it as it is now
+    (no retraining). Versions whose files do not load are left out."""
+    scores: HoldoutScores = request.app.state.holdout
+    holdout = scores.current()
+    for version in registry.versions():
+        try:
+            scores.evaluate(version, registry.load(version).predictor, holdout)
+        except (UnknownVersion, InvalidVersion, WeightsError, IncompatibleModel):
+            continue
+    return list_models(registry, holder, request)
 
 
 @router.post(

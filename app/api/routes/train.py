@@ -58,7 +58,8 @@ async def start_training(body: TrainRequest, store: StoreDep, launcher: Launcher
     """Runs in its own process (one BLAS thread, lower priority) so predictions stay fast. When it
     finishes, the new version is evaluated on MNIST's test set and the canvas-style drawings,
     registered, and activated if it beats the active model (or always, with `activate: "always"`)."""
-    overrides = body.model_dump(exclude_none=True, exclude={"preset", "activate"})
+    overrides = body.model_dump(exclude_none=True, exclude={"preset", "activate", "feedback", "feedback_weight"})
+    overrides["feedback_weight"] = body.feedback_weight if body.feedback == "include" else 0
     try:
         config = make_preset(body.preset, **overrides)
     except ValueError as e:

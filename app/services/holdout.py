@@ -1,0 +1,69 @@
+"""Every version measured on real drawings: the accepted corrections' holdout, which grows over time.
+
+A score belongs to one state of the holdout (its checksum: which images, with which labels), so a
+version measured before more corrections were accepted shows no score for today's holdout until it
+is measured again (one admin action for all versions), and the weights files stay immutable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from app.services.feedback_review import Review, checksum
+from app.services.feedback_store import FeedbackStore
+from model.data import Dataset
+from model.evaluation import evaluate
+from model.predictor import Predictor
+from model.spec import N_PIXELS
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS holdout_scores (
+    version TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    accuracy REAL NOT NULL,
+    per_class TEXT NOT NULL,
+    evaluated REAL NOT NULL,
+    PRIMARY KEY (version, checksum)
+);
+"""
+
+
+class HoldoutScores:
+    def __init__(self, store: FeedbackStore) -> None:
+        self.store = store
+        store.connection().executescript(_SCHEMA)
+
+    def current(self) -> tuple[Dataset, str]:
+        """Today's holdout (x uint8 (n, 784)) and its checksum."""
+        x, y, digests = Review(self.store).accepted("holdout")
+        return Dataset(x.reshape(len(x), N_PIXELS), y), checksum(digests, y)
+
+    def evaluate(self, version: str, predictor: Predictor, holdout: tuple[Dataset, str] | None = None) -> dict | None:
+        """Measure a version on today's holdout and keep the score; None while the holdout is empty."""
+        data, checksum = holdout or self.current()
+        if not len(data):
+            return None
+        ev = evaluate(predictor.network, data)
+        self.store.connection().execute(
+            "INSERT OR REPLACE INTO holdout_scores VALUES (?, ?, ?, ?, ?, ?)",
+            (version, checksum, ev.n, ev.accuracy, json.dumps(ev.per_class), time.time()),
+        )
+        return self.score(version, checksum)
+
+    def score(self, version: str, checksum: str | None = None) -> dict | None:
+        """A version's score on today's holdout (or the one with `checksum`), if it was measured on it."""
+        checksum = checksum or self.current()[1]
+        row = (
+            self.store.connection()
+            .execute(
+                "SELECT n, accuracy, per_class, evaluated FROM holdout_scores WHERE version = ? AND checksum = ?",
+                (version, checksum),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {"n": row["n"], "accuracy": row["accuracy"], "per_class": json.loads(row["per_class"]),
+                "checksum": checksum, "evaluated": row["evaluated"]}  # fmt: skip
