@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from model.config import CHOICES, PRESETS, TrainConfig, preset
-from model.data import DataError, load_mnist
+from model.data import DataError, Dataset, load_mnist
 from model.evaluation import evaluate
+from model.files import atomic_file
 from model.train import Progress
 from model.weights import WeightsError
 
@@ -125,6 +126,44 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review(runtime_dir: Path):
+    from app.services.feedback_review import Review
+    from app.services.feedback_store import FeedbackStore, client_salt
+
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    store = FeedbackStore(runtime_dir / "jobs.sqlite", client_salt(runtime_dir), max_items=10**9)
+    return Review(store)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """digits feedback export FILE / import FILE: the accepted corrections as a dataset file."""
+    from app.services.feedback_review import holdout
+    from app.services.feedback_store import FeedbackStatus
+
+    review = _review(Path(args.runtime_dir))
+    if args.action == "export":
+        x, y, digests = review.accepted()
+        with atomic_file(Path(args.file)) as f:
+            np.savez(f, x=x, y=y, sha256=np.array(digests, dtype="U64"),
+                     holdout=np.array([holdout(d) for d in digests], bool))  # fmt: skip
+        print(f"wrote {len(y)} accepted corrections to {args.file}")
+        return 0
+    try:
+        with np.load(args.file, allow_pickle=False) as npz:
+            x, y = npz["x"], npz["y"]
+            digests = [str(d) for d in npz["sha256"]] if "sha256" in npz.files else None
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {args.file}: not a corrections file ({e})", file=sys.stderr)
+        return 1
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8 or len(x) != len(y) or (y > 9).any():
+        print(f"error: {args.file}: x must be uint8 (n, 28, 28) and y n digits", file=sys.stderr)
+        return 1
+    status = FeedbackStatus.PENDING if args.pending else FeedbackStatus.ACCEPTED
+    added = review.import_items(x, y, digests, status, client="import")
+    print(f"imported {added} corrections as {status} ({len(y) - added} were there already)")
+    return 0
+
+
 def _print_evaluation(ev) -> None:
     print(f"accuracy {ev.accuracy:.4f} on {ev.n} test images")
     print("per class: " + "  ".join(f"{d}:{a:.4f}" for d, a in enumerate(ev.per_class)))
@@ -144,11 +183,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     ev = evaluate(net, data.test)
+    real = _holdout_evaluation(net, Path(args.runtime_dir))
     if args.json:
-        print(json.dumps(ev.as_dict()))
+        print(json.dumps({**ev.as_dict(), "holdout": real.as_dict() if real else None}))
     else:
         _print_evaluation(ev)
+        if real:
+            print(f"real-drawing holdout: accuracy {real.accuracy:.4f} on {real.n} accepted corrections")
+            print("per class: " + "  ".join(f"{d}:{a:.4f}" for d, a in enumerate(real.per_class)))
     return 0
+
+
+def _holdout_evaluation(net, runtime_dir: Path):
+    """The network on the accepted corrections' holdout of a runtime folder, if it has one."""
+    if not (runtime_dir / "jobs.sqlite").exists():
+        return None
+    x, y, _ = _review(runtime_dir).accepted("holdout")
+    return evaluate(net, Dataset(x.reshape(len(x), -1), y)) if len(y) else None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -209,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from app.infra.settings import Settings
 
-    data_dir = Settings().data_dir  # where the server looks too: one reading of DIGITS_DATA_DIR
+    settings = Settings()  # the server's settings: one reading of DIGITS_DATA_DIR and DIGITS_RUNTIME_DIR
+    data_dir = settings.data_dir
     parser = argparse.ArgumentParser(prog="digits", description="Handwritten-digit recognizer in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -231,9 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on MNIST test")
     p.add_argument("weights", nargs="?", default="weights/default.npz")
+    p.add_argument("--runtime-dir", default=settings.runtime_dir, help="whose real-drawing holdout to use too")
     p.add_argument("--data-dir", default=data_dir, help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("feedback", help="export or import the accepted corrections (.npz)")
+    p.add_argument("action", choices=["export", "import"])
+    p.add_argument("file")
+    p.add_argument("--runtime-dir", default=settings.runtime_dir, help="the server's runtime folder")
+    p.add_argument("--pending", action="store_true", help="import for review rather than as accepted")
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG, WebP, BMP, GIF)")
     p.add_argument("images", nargs="+")

@@ -78,7 +78,8 @@
   $("train-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const form = new FormData(e.target);
-    const body = { preset: form.get("preset"), activate: form.get("always") ? "always" : "if_better" };
+    const body = { preset: form.get("preset"), activate: form.get("always") ? "always" : "if_better",
+                   feedback: form.get("feedback") ? "include" : "exclude" };
     for (const key of ["epochs", "batch_size", "augment_shift", "seed"]) {
       if (form.get(key) !== "") body[key] = parseInt(form.get(key), 10);
     }
@@ -323,8 +324,10 @@
         details.append(trustPlot(c));
         name.append(details);
       }
+      const real = v.holdout ? `${pct(v.holdout.accuracy)} (${v.holdout.n})` : "–";
       tr.append(name, el("td", (m.layers || []).join("-"), { class: "narrow-hide" }), el("td", pct(test.accuracy)),
-                el("td", pct(m.canvas && m.canvas.accuracy)), el("td", m.created || "–", { class: "narrow-hide" }));
+                el("td", pct(m.canvas && m.canvas.accuracy)), el("td", real, { class: "holdout" }),
+                el("td", m.created || "–", { class: "narrow-hide" }));
       const action = el("td");
       const button = el("button", v.active ? "Active" : "Activate", { type: "button", "aria-label": `Activate ${v.version}` });
       button.disabled = v.active;
@@ -341,9 +344,72 @@
     }
   }
 
+  // ---- review queue ---------------------------------------------------------------------------
+
+  let reviewItems = [];
+  let selected = 0;
+
+  async function refreshReview() {
+    const status = $("review-status").value;
+    const query = status ? `?status=${status}&limit=200` : "?limit=200";
+    const { total, items } = await api("/feedback" + query);
+    reviewItems = items;
+    selected = Math.min(selected, Math.max(0, items.length - 1));
+    $("review-count").textContent = String(total);
+    const grid = $("review-grid");
+    grid.replaceChildren();
+    items.forEach((it, i) => {
+      const cell = el("div", null, { class: `review-item ${it.status}${it.suspicious ? " suspicious" : ""}`,
+                                     role: "gridcell", "data-id": it.id, title: it.reasons.join("; ") });
+      cell.append(el("img", null, { src: "data:image/png;base64," + it.input_png, alt: `drawing labelled ${it.label}` }));
+      cell.append(el("div", `said ${it.label}, model ${it.predicted} (${Math.round(100 * it.confidence)}%)`));
+      cell.append(el("div", it.status + (it.holdout ? " · holdout" : ""), { class: "muted" }));
+      cell.addEventListener("click", () => { selected = i; markSelected(); grid.focus(); });
+      grid.append(cell);
+    });
+    markSelected();
+  }
+
+  function markSelected() {
+    [...$("review-grid").children].forEach((c, i) => c.classList.toggle("selected", i === selected));
+  }
+
+  async function reviewAction(ids, action, label) {
+    if (!ids.length) return;
+    try {
+      const body = { ids, action, ...(label === undefined ? {} : { label }) };
+      await api("/feedback/review", { method: "POST", body: JSON.stringify(body),
+                                      headers: { "Content-Type": "application/json" } });
+      await refreshReview();
+    } catch (err) { message("Review not saved: " + err.message); }
+  }
+
+  $("review-grid").addEventListener("keydown", (e) => {
+    const item = reviewItems[selected];
+    const perRow = Math.max(1, Math.floor($("review-grid").clientWidth / 120));
+    const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow, ArrowUp: -perRow };
+    if (e.key in moves) {
+      selected = Math.min(Math.max(0, selected + moves[e.key]), reviewItems.length - 1);
+      markSelected();
+    } else if (item && e.key === "a") reviewAction([item.id], "accept");
+    else if (item && e.key === "r") reviewAction([item.id], "reject");
+    else if (item && /^[0-9]$/.test(e.key)) reviewAction([item.id], "relabel", Number(e.key));
+    else return;
+    e.preventDefault();
+  });
+  $("review-status").addEventListener("change", () => refreshReview().catch((err) => message(err.message)));
+  $("accept-all").addEventListener("click", () => reviewAction(reviewItems.map((it) => it.id), "accept"));
+  $("measure-holdout").addEventListener("click", async () => {
+    try {
+      await api("/models/holdout/evaluate", { method: "POST" });
+      message("Every version was measured on the real drawings accepted so far.", "info");
+      await refreshModels();
+    } catch (err) { message("Not measured: " + err.message); }
+  });
+
   async function refresh() {
     try {
-      await Promise.all([refreshHistory(), refreshModels()]);
+      await Promise.all([refreshHistory(), refreshModels(), refreshReview()]);
     } catch (err) { message(err.message); }
   }
 

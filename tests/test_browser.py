@@ -20,7 +20,7 @@ from browser import (
     touch_stroke,
     wait_prediction,
 )
-from PIL import Image
+from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect, sync_playwright
 from servers import uvicorn_server
 
@@ -356,3 +356,42 @@ def test_a_correction_from_the_page_is_stored_for_review(page, server):
     page.click("#correct button#right")
     expect(page.locator("#thanks")).to_have_text("Thanks: noted as right.")
     assert _stored(server)[before:] == [(1, 7, 7), (0, 0, 0)]
+
+
+def test_the_review_queue_is_worked_by_keyboard(context, server):
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    pending = httpx.get(f"{server.url}/feedback", params={"status": "pending"}, headers=admin).json()["items"]
+    if pending:  # earlier tests' corrections: out of the way
+        httpx.post(f"{server.url}/feedback/review", json={"ids": [p["id"] for p in pending], "action": "reject"},
+                   headers=admin)  # fmt: skip
+    sent = []
+    for side in (70, 80, 90):
+        png = base64.b64encode(_seven_png(side)).decode()
+        r = httpx.post(f"{server.url}/feedback", json={"image": "data:image/png;base64," + png, "label": 7})
+        sent.append(r.json()["id"])
+    page = context.new_page()
+    page.goto(server.url + "/admin")
+    page.fill("#token", TOKEN)
+    page.click("#sign-in")
+    expect(page.locator("#review-grid .review-item")).to_have_count(3)
+    page.locator("#review-grid").focus()
+    page.keyboard.press("a")  # the newest: accepted
+    expect(page.locator("#review-grid .review-item")).to_have_count(2)
+    page.keyboard.press("3")  # the next: relabelled as a 3 (and accepted)
+    expect(page.locator("#review-grid .review-item")).to_have_count(1)
+    page.keyboard.press("r")  # the last: rejected
+    expect(page.locator("#review-grid .review-item")).to_have_count(0)
+    listed = httpx.get(f"{server.url}/feedback", params={"limit": 500}, headers=admin).json()["items"]
+    statuses = {it["id"]: (it["status"], it["label"]) for it in listed}
+    assert [statuses[i] for i in reversed(sent)] == [("accepted", 7), ("accepted", 3), ("rejected", 7)]
+    page.select_option("#review-status", "accepted")
+    expect(page.locator("#review-grid .review-item.accepted")).to_have_count(2, timeout=5000)
+
+
+def _seven_png(side: int) -> bytes:
+    img = Image.new("L", (side, side), 255)
+    ImageDraw.Draw(img).line([(side * 0.25, side * 0.2), (side * 0.75, side * 0.2), (side * 0.45, side * 0.85)],
+                             fill=0, width=side // 12)  # fmt: skip
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()

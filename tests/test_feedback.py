@@ -131,3 +131,25 @@ def test_delete_one_or_a_whole_client_and_export(client, admin):
     who = client.get("/feedback", headers=admin).json()["items"][0]["client"]
     assert client.delete("/feedback", params={"client": who}, headers=admin).json() == {"changed": 2}
     assert client.get("/feedback", headers=admin).json()["total"] == 0
+
+
+def test_cli_exports_imports_and_evaluates_on_the_holdout(client, admin, settings, tmp_path, capsys):
+    import json
+
+    from digits.cli import main as cli
+
+    ids = _send(client, 12)
+    client.post("/feedback/review", json={"ids": ids, "action": "accept"}, headers=admin)
+    held = sum(it["holdout"] for it in client.get("/feedback", headers=admin).json()["items"])
+    out = tmp_path / "corrections.npz"
+    assert cli(["feedback", "export", str(out), "--runtime-dir", str(settings.runtime_dir)]) == 0
+    other = tmp_path / "other-var"
+    assert cli(["feedback", "import", str(out), "--runtime-dir", str(other)]) == 0
+    assert "imported 12 corrections as accepted" in capsys.readouterr().out
+    assert cli(["feedback", "import", str(out), "--runtime-dir", str(other)]) == 0
+    assert "imported 0 corrections" in capsys.readouterr().out  # once each
+    assert cli(["evaluate", "weights/default.npz", "--runtime-dir", str(other), "--json"]) == 0
+    real = json.loads(capsys.readouterr().out)["holdout"]
+    assert held >= 1 and real["n"] == held and real["accuracy"] >= 0.9
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    assert cli(["feedback", "import", str(tmp_path / "bad.npz"), "--runtime-dir", str(other)]) == 1

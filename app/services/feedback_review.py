@@ -129,12 +129,15 @@ class Review:
         )  # fmt: skip
         return x, np.array([r["label"] for r in rows], np.uint8), [r["sha256"] for r in rows]
 
-    def import_items(self, x: np.ndarray, y: np.ndarray, status: FeedbackStatus, client: str) -> int:
-        """Corrections from an export file (already 28x28 inputs): stored as they are, once each."""
+    def import_items(
+        self, x: np.ndarray, y: np.ndarray, digests: list[str] | None, status: FeedbackStatus, client: str
+    ) -> int:
+        """Corrections from an export file (already 28x28 inputs): stored once each, under the hash of
+        the image first sent when the file has it, so that the holdout split stays the same."""
         db, added = self.store.connection(), 0
-        for image, label in zip(x, y, strict=True):
+        for i, (image, label) in enumerate(zip(x, y, strict=True)):
             png = _png(image)
-            digest = hashlib.sha256(png).hexdigest()
+            digest = digests[i] if digests is not None else hashlib.sha256(png).hexdigest()
             cur = db.execute(
                 "INSERT OR IGNORE INTO feedback (id, sha256, created, client, label, status, model_version,"
                 " predicted, probabilities, media_type, original, input_png)"
