@@ -356,6 +356,10 @@ def test_a_correction_from_the_page_is_stored_for_review(page, server):
     page.click("#correct button#right")
     expect(page.locator("#thanks")).to_have_text("Thanks: noted as right.")
     assert _stored(server)[before:] == [(1, 7, 7), (0, 0, 0)]
+    queue = httpx.get(
+        f"{server.url}/feedback", params={"status": "pending"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert {(it["label"], it["predicted"]) for it in queue.json()["items"]} >= {(1, 7), (0, 0)}  # in the review queue
 
 
 def test_the_review_queue_is_worked_by_keyboard(context, server):
