@@ -364,6 +364,13 @@
       cell.append(el("img", null, { src: "data:image/png;base64," + it.input_png, alt: `drawing labelled ${it.label}` }));
       cell.append(el("div", `said ${it.label}, model ${it.predicted} (${Math.round(100 * it.confidence)}%)`));
       cell.append(el("div", it.status + (it.holdout ? " · holdout" : ""), { class: "muted" }));
+      const buttons = el("div", null, { class: "review-buttons" });
+      for (const [text, action] of [["Accept", "accept"], ["Reject", "reject"]]) {
+        const b = el("button", text, { type: "button", "aria-label": `${text} correction ${it.id}` });
+        b.addEventListener("click", (e) => { e.stopPropagation(); reviewAction([it.id], action); });
+        buttons.append(b);
+      }
+      cell.append(buttons);
       cell.addEventListener("click", () => { selected = i; markSelected(); grid.focus(); });
       grid.append(cell);
     });

@@ -153,3 +153,11 @@ def test_cli_exports_imports_and_evaluates_on_the_holdout(client, admin, setting
     assert held >= 1 and real["n"] == held and real["accuracy"] >= 0.9
     (tmp_path / "bad.npz").write_bytes(b"nope")
     assert cli(["feedback", "import", str(tmp_path / "bad.npz"), "--runtime-dir", str(other)]) == 1
+
+
+def test_a_correction_over_the_size_limits_is_413(make_client, settings):
+    client = make_client(settings.model_copy(update={"max_body_bytes": 2000, "max_image_pixels": 100 * 100}))
+    r = client.post("/feedback", json={"image": _data_url(save(seven(128))), "label": 7})
+    assert r.status_code == 413 and "pixels" in r.json()["detail"]  # 128 x 128 is over 10,000 pixels
+    r = client.post("/feedback", json={"image": _data_url(b"\x89PNG" + bytes(4000)), "label": 7})
+    assert r.status_code == 413 and "bytes" in r.json()["detail"]
