@@ -51,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corrections", type=int, default=300)
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--weight", type=int, default=10, help="feedback_weight: how often each correction counts")
     args = ap.parse_args()
     others = list(unusual_set(600, seed=2028))  # never sent
     env = {"DIGITS_FEEDBACK_RATE": "100000/minute"}
@@ -64,7 +65,8 @@ def main() -> None:
             ids.append(c.post("/feedback", json={"image": image, "label": d.label}).json()["id"])
         c.post("/feedback/review", json={"ids": ids, "action": "accept"}, headers=ADMIN).raise_for_status()
         t = time.time()
-        job = c.post("/train", json={"preset": args.preset, "feedback": "include"}, headers=ADMIN).json()
+        body = {"preset": args.preset, "feedback": "include", "feedback_weight": args.weight}
+        job = c.post("/train", json=body, headers=ADMIN).json()
         while (done := c.get(f"/train/{job['id']}", headers=ADMIN).json())["status"] in ("queued", "running"):
             time.sleep(5)
         result = done["result"]

@@ -257,18 +257,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from app.infra.settings import Settings
-
-    settings = Settings()  # the server's settings: one reading of DIGITS_DATA_DIR and DIGITS_RUNTIME_DIR
-    data_dir = settings.data_dir
-    parser = argparse.ArgumentParser(prog="digits", description="Handwritten-digit recognizer in NumPy.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _model_commands(sub, settings) -> None:
+    """train, calibrate, evaluate, predict: the commands about one weights file."""
+    data_help = "MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)"
     p = sub.add_parser("train", help="train a preset and write a weights file")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS))
     p.add_argument("--out", help="weights file to write (default: weights/PRESET.npz)")
-    p.add_argument("--data-dir", default=data_dir, help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
+    p.add_argument("--data-dir", default=settings.data_dir, help=data_help)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_flags(p)
     p.set_defaults(func=cmd_train)
@@ -278,28 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="weights file to write (default: the same file)")
     p.add_argument("--detector-epochs", type=int, help="train the detector this long (default: the model's config)")
     p.add_argument("--negatives", type=int, help="generated non-digits for the detector")
-    p.add_argument("--data-dir", default=data_dir, help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
+    p.add_argument("--data-dir", default=settings.data_dir, help=data_help)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on MNIST test")
     p.add_argument("weights", nargs="?", default="weights/default.npz")
     p.add_argument("--runtime-dir", default=settings.runtime_dir, help="whose real-drawing holdout to use too")
-    p.add_argument("--data-dir", default=data_dir, help="MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)")
+    p.add_argument("--data-dir", default=settings.data_dir, help=data_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("feedback", help="export or import the accepted corrections (.npz)")
-    p.add_argument("action", choices=["export", "import"])
-    p.add_argument("file")
-    p.add_argument("--runtime-dir", default=settings.runtime_dir, help="the server's runtime folder")
-    p.add_argument("--pending", action="store_true", help="import for review rather than as accepted")
-    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG, WebP, BMP, GIF)")
     p.add_argument("images", nargs="+")
     p.add_argument("--weights", default="weights/default.npz")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+
+def _server_commands(sub, settings) -> None:
+    """feedback and serve: the commands about a running installation."""
+    p = sub.add_parser("feedback", help="export or import the accepted corrections (.npz)")
+    p.add_argument("action", choices=["export", "import"])
+    p.add_argument("file")
+    p.add_argument("--runtime-dir", default=settings.runtime_dir, help="the server's runtime folder")
+    p.add_argument("--pending", action="store_true", help="import for review rather than as accepted")
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("serve", help="start the web app")
     p.add_argument("--host", default="127.0.0.1")
@@ -313,6 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP parser: httptools with a 64 KiB bound on request heads (default), or h11",
     )
     p.set_defaults(func=cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from app.infra.settings import Settings
+
+    settings = Settings()  # the server's settings: one reading of DIGITS_DATA_DIR and DIGITS_RUNTIME_DIR
+    parser = argparse.ArgumentParser(prog="digits", description="Handwritten-digit recognizer in NumPy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _model_commands(sub, settings)
+    _server_commands(sub, settings)
     return parser
 
 

@@ -36,8 +36,12 @@ def main() -> None:
             page = ctx.new_page()
             page.goto(server.url + "/")
             if name == "desktop":
-                draw_digit(page, 4)
-                wait_prediction(page, 4)
+                for digit in (7, 1, 4):  # two corrections for the review queue, then the 4 on screen
+                    page.click("button#clear")
+                    draw_digit(page, digit)
+                    wait_prediction(page, digit)
+                    if digit != 4:
+                        page.click(f"#correct button[data-digit='{(digit + 1) % 10}']")
             else:
                 cdp = ctx.new_cdp_session(page)
                 for stroke in SHAPES[7]:
@@ -57,7 +61,7 @@ def main() -> None:
                 page.wait_for_function(
                     "document.querySelector('#run-status').textContent === 'succeeded'", timeout=120_000
                 )
-                page.locator("#models tr[data-version=default] summary").click()
+                page.locator("#models tr[data-version=default] summary", has_text="calibration").click()
             page.wait_for_timeout(300)
             page.screenshot(path=DOCS / f"admin-{name}.png", full_page=True)
             ctx.close()

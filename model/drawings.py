@@ -246,18 +246,24 @@ def draw(
         for x, y in (q[0], q[-1]):  # round caps
             d.ellipse((x - r, y - r, x + r, y + r), fill=255)
     alpha = mask.resize((size, size), Image.Resampling.BOX)
+    return Drawing(label, style, export(alpha, style), pen, round(h))
+
+
+def export(ink: Image.Image, style: str) -> bytes:
+    """An ink mask (L, 255 = ink) as PNG the way the page or an API client sends it: transparent (what
+    `canvas.toDataURL()` gives), black on white, or white on black ("dark")."""
     if style == "transparent":
-        img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-        img.putalpha(alpha)
+        img = Image.new("RGBA", ink.size, (0, 0, 0, 0))
+        img.putalpha(ink)
     elif style == "white":
-        img = Image.composite(Image.new("L", alpha.size, 0), Image.new("L", alpha.size, 255), alpha)
+        img = Image.composite(Image.new("L", ink.size, 0), Image.new("L", ink.size, 255), ink)
     elif style == "dark":
-        img = alpha
+        img = ink
     else:
         raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
     buf = io.BytesIO()
     img.save(buf, "PNG")
-    return Drawing(label, style, buf.getvalue(), pen, round(h))
+    return buf.getvalue()
 
 
 def canvas_set(per_digit: int = 30, seed: int = 2026) -> Iterator[Drawing]:
@@ -284,13 +290,4 @@ def restyle(image: np.ndarray, rng: np.random.Generator, style: str | None = Non
         big = big.filter(ImageFilter.MaxFilter(width) if pen > 0 else ImageFilter.MinFilter(width))
     alpha = Image.new("L", (size, size), 0)
     alpha.paste(big, (int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))))
-    if style == "transparent":
-        img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-        img.putalpha(alpha)
-    elif style == "white":
-        img = Image.composite(Image.new("L", alpha.size, 0), Image.new("L", alpha.size, 255), alpha)
-    else:
-        img = alpha
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+    return export(alpha, style)

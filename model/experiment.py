@@ -57,19 +57,10 @@ def canvas_accuracy(network: Network, measured: Measured) -> Score:
     return Score(accuracy=float((network.predict(x) == y).mean()), n=len(y))
 
 
-@dataclass
-class Trained:
-    network: Network
-    card: ModelCard
-    detector: Network | None = None
-
-    @property
-    def predictor(self) -> Predictor:
-        return Predictor(self.network, self.card, self.detector)
-
-
-def make_trustworthy(trained: Trained, config: TrainConfig, train_set: Dataset, val_set: Dataset, measured: Measured):
-    """Fit the calibration (and train the detector when config.detector_epochs > 0) into `trained`."""
+def make_trustworthy(
+    trained: Predictor, config: TrainConfig, train_set: Dataset, val_set: Dataset, measured: Measured
+) -> Predictor:
+    """`trained` with a calibration fitted (and a detector trained when config.detector_epochs > 0)."""
     n = config.calibration_drawings
     parts = [trust.drawings(n // 4, seed=config.seed + 7001)]
     if len(val_set):  # MNIST's validation images as drawn on the pad: what users send
@@ -77,22 +68,23 @@ def make_trustworthy(trained: Trained, config: TrainConfig, train_set: Dataset, 
         parts.append(restyled(val_set.x[repeat], val_set.y[repeat], seed=config.seed + 7004))
     fit_x, fit_y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     sets = {"mnist_test": measured.mnist_test, "drawings": measured.drawings}
-    trained.card = trained.card.replace(calibration=trust.fit_calibration(trained.network, fit_x, fit_y, sets))
+    calibrated = trust.fit_calibration(trained.network, fit_x, fit_y, sets)
+    trained = dataclasses.replace(trained, card=trained.card.replace(calibration=calibrated))
     if not config.detector_epochs:
-        return
+        return trained
     drawn = restyled(train_set.x[:3000], train_set.y[:3000], seed=config.seed + 7005)[0]
     digits = np.concatenate([from_pixels(train_set.x), trust.drawings(3000, seed=config.seed + 7002)[0], drawn])
     non_digits = trust.negatives(config.negatives, seed=config.seed + 7003)
-    trained.detector = trust.train_detector(digits, non_digits, config.seed, config.detector_epochs)
-    card = trust.detector_card(trained.detector, fit_x, len(digits), len(non_digits))
-    trained.card = trained.card.replace(detector=dataclasses.replace(card, auroc=_auroc(trained, measured)))
+    detector = trust.train_detector(digits, non_digits, config.seed, config.detector_epochs)
+    card = trust.detector_card(detector, fit_x, len(digits), len(non_digits))
+    card = dataclasses.replace(card, auroc=_auroc(trained.network, detector, measured))
+    return dataclasses.replace(trained, card=trained.card.replace(detector=card), detector=detector)
 
 
-def _auroc(trained: Trained, measured: Measured) -> dict[str, float]:
+def _auroc(net: Network, detector: Network, measured: Measured) -> dict[str, float]:
     """How well each score separates held-out non-digits from the measured digits."""
     digits = measured.drawings[0]
     non_digits = np.stack([normalise_bytes(png).reshape(-1) for _, png in held_out_set()])
-    detector, net = trained.detector, trained.network
     return {
         "detector": calibration.auroc(detector.predict_proba(digits)[:, 1], detector.predict_proba(non_digits)[:, 1]),
         "max_softmax": calibration.auroc(
@@ -119,7 +111,7 @@ def run_experiment(
     corrections: Corrections | None = None,
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Trained:
+) -> Predictor:
     data = load_mnist(data_dir)
     train_set, val_set = split(data.train, config.train_size, config.val_size)
     use = corrections is not None and config.feedback_weight > 0 and len(corrections.data) > 0
@@ -149,17 +141,14 @@ def run_experiment(
         data_checksum=data.checksum,
         corrections=corrections.record(config.feedback_weight) if use else None,
     )
-    trained = Trained(result.network, card)
-    make_trustworthy(trained, config, train_set, val_set, measured)
-    return trained
+    return make_trustworthy(Predictor(result.network, card), config, train_set, val_set, measured)
 
 
 def retrofit(
     network: Network, card: ModelCard, config: TrainConfig, data_dir: str | os.PathLike | None = None
-) -> Trained:
+) -> Predictor:
     """An already trained classifier, made trustworthy as a new run would be: same weights, new fits."""
     data = load_mnist(data_dir)
     train_set, val_set = split(data.train, config.train_size, config.val_size)
-    trained = Trained(network, card.replace(calibration=None, detector=None))
-    make_trustworthy(trained, config, train_set, val_set, Measured.of(data, config.held_out_drawings))
-    return trained
+    untrusted = Predictor(network, card.replace(calibration=None, detector=None))
+    return make_trustworthy(untrusted, config, train_set, val_set, Measured.of(data, config.held_out_drawings))

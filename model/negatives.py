@@ -12,7 +12,6 @@ who writes a 0 round like an O must still get a 0.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model.drawings import STYLES, TEMPLATES, _smooth, _transform
+from model.drawings import STYLES, TEMPLATES, _smooth, _transform, export
 
 FONT_DIR = Path("/usr/share/fonts/truetype")
 TRAIN_FONTS = "dejavu"
@@ -154,20 +153,6 @@ def mask(kind: str, rng: np.random.Generator, family: str, size: int = 112) -> I
     return _stroke_mask(_STROKES[kind](rng), rng, size)
 
 
-def as_png(ink: Image.Image, style: str) -> bytes:
-    """Export a mask as the page or an API client would send it: transparent, black on white, or white on black."""
-    if style == "transparent":
-        img = Image.new("RGBA", ink.size, (0, 0, 0, 0))
-        img.putalpha(ink)
-    elif style == "white":
-        img = Image.composite(Image.new("L", ink.size, 0), Image.new("L", ink.size, 255), ink)
-    else:
-        img = ink
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 def training_masks(n: int, seed: int) -> Iterator[tuple[str, Image.Image]]:
     """n negatives for training, the kinds in turn, DejaVu letters and symbols."""
     rng = np.random.default_rng(seed)
@@ -184,4 +169,4 @@ def held_out_set(per_kind: int = 60, seed: int = 4242) -> Iterator[tuple[str, by
         if kind in ("letter", "symbol") and not fonts(HELD_OUT_FONTS):
             continue
         for i in range(per_kind):
-            yield kind, as_png(mask(kind, rng, HELD_OUT_FONTS, size=280), STYLES[i % len(STYLES)])
+            yield kind, export(mask(kind, rng, HELD_OUT_FONTS, size=280), STYLES[i % len(STYLES)])

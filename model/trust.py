@@ -10,8 +10,6 @@ rather than an 11th output so that the digit classifier, and its accuracy, stay 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from model import calibration
@@ -68,12 +66,6 @@ def fit_calibration(
         diagrams[name] = calibration.reliability(after, y)
         coverage[name] = calibration.coverage_curve(after, y)
     return Calibration(temperature, nll_temperature, threshold, TARGET_ERROR, len(fit_y), ece, diagrams, coverage)
-
-
-@dataclass
-class TrainedDetector:
-    network: Network
-    card: DetectorCard
 
 
 def train_detector(

@@ -245,6 +245,9 @@ def test_8_a_read_only_runtime_folder_keeps_predictions_and_gives_503s(tmp_path)
             assert r.status_code == 503 and "runtime folder" in r.json()["detail"]
             r = c.post("/train", json={"preset": "tiny"}, headers=ADMIN)
             assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+            image = "data:image/png;base64," + base64.b64encode(save(seven(99))).decode()
+            r = c.post("/feedback", json={"image": image, "label": 7})
+            assert r.status_code == 503 and "unavailable" in r.json()["detail"]
             assert c.get("/train", headers=ADMIN).status_code == 200
             assert c.get("/readyz").status_code == 200
     finally:

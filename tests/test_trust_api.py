@@ -6,7 +6,8 @@ from conftest import STROKE
 from hostile import save, seven
 from PIL import Image, ImageDraw, ImageFont
 
-from model.negatives import HELD_OUT_FONTS, as_png, fonts, mask
+from model.drawings import export
+from model.negatives import HELD_OUT_FONTS, fonts, mask
 
 
 def _glyph(char: str) -> bytes:
@@ -32,7 +33,7 @@ def test_held_out_letters_and_scribbles_are_caught(client):
     if not fonts(HELD_OUT_FONTS):
         pytest.skip("fonts-liberation is not installed (.ci/run installs it)")
     rng = np.random.default_rng(99)
-    files = [("files", (f"{k}{i}.png", as_png(mask(k, rng, HELD_OUT_FONTS, 280), "white"), "image/png"))
+    files = [("files", (f"{k}{i}.png", export(mask(k, rng, HELD_OUT_FONTS, 280), "white"), "image/png"))
              for k in ("letter", "scribble") for i in range(15)]  # fmt: skip
     items = client.post("/predict/batch", files=files).json()["items"]
     caught = [it["result"]["not_a_digit"] or it["result"]["uncertain"] for it in items if it["ok"]]

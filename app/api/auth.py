@@ -11,9 +11,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.schemas import ErrorBody
 
 log = logging.getLogger("digits.auth")
 _bearer = HTTPBearer(auto_error=False, description="the admin token (ADMIN_TOKEN)")
@@ -78,3 +80,14 @@ class AdminFirstRoute(APIRoute):
             return await handler(request)
 
         return admin_first
+
+
+def admin_router(prefix: str, tag: str) -> APIRouter:
+    """A router whose every route needs the admin token, checked before the body is read."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        dependencies=[AdminDep],
+        route_class=AdminFirstRoute,
+        responses={401: {"model": ErrorBody, "description": "admin token missing or wrong"}},
+    )

@@ -14,12 +14,13 @@ import json
 import os
 import secrets
 import sqlite3
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+from app.services.sqlite import Database
 
 
 class FeedbackStatus(StrEnum):
@@ -93,21 +94,10 @@ def client_salt(runtime_dir: Path) -> bytes:
     return salt
 
 
-class FeedbackStore:
+class FeedbackStore(Database):
     def __init__(self, path: Path, salt: bytes, max_items: int) -> None:
-        self.path, self.salt, self.max_items = Path(path), salt, max_items
-        self._local = threading.local()
-        db = self.connection()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
-
-    def connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            self._local.db = db
-        return db
+        super().__init__(path, _SCHEMA)
+        self.salt, self.max_items = salt, max_items
 
     def client_id(self, address: str) -> str:
         return hashlib.sha256(self.salt + address.encode()).hexdigest()[:16]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
 from enum import StrEnum
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from app.services.sqlite import Database
 
 
 class JobStatus(StrEnum):
@@ -99,31 +100,16 @@ class Job(BaseModel):
         return cls.model_validate(job)  # 0/1 columns become booleans, status its enum
 
 
-class JobStore:
-    """Each thread keeps one connection: the training process asks for the cancel flag before every step."""
-
+class JobStore(Database):
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
-        db.executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            self._local.db = db
-        return db
+        super().__init__(path, _SCHEMA)
 
     # ---- the web side ------------------------------------------------------------------------
 
     def create(self, preset: str, config: dict[str, Any], activate: str) -> Job:
         job_id = uuid.uuid4().hex[:12]
         try:
-            self._db().execute(
+            self.connection().execute(
                 "INSERT INTO jobs (id, status, preset, config, activate, created) VALUES (?, ?, ?, ?, ?, ?)",
                 (job_id, JobStatus.QUEUED, preset, json.dumps(config), activate, time.time()),
             )
@@ -132,27 +118,27 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job | None:
-        row = self._db().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_row(row) if row else None
 
     def list(self, limit: int = 100) -> list[Job]:
-        rows = self._db().execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        rows = self.connection().execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
         return [Job.from_row(r) for r in rows]
 
     def active_jobs(self) -> list[Job]:
-        rows = self._db().execute(f"SELECT * FROM jobs WHERE status IN {_ACTIVE_SQL}").fetchall()
+        rows = self.connection().execute(f"SELECT * FROM jobs WHERE status IN {_ACTIVE_SQL}").fetchall()
         return [Job.from_row(r) for r in rows]
 
     def active_id(self) -> str | None:
-        row = self._db().execute(f"SELECT id FROM jobs WHERE status IN {_ACTIVE_SQL}").fetchone()
+        row = self.connection().execute(f"SELECT id FROM jobs WHERE status IN {_ACTIVE_SQL}").fetchone()
         return row["id"] if row else None
 
     def request_cancel(self, job_id: str) -> None:
-        self._db().execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        self.connection().execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
 
     def progress_since(self, job_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
         rows = (
-            self._db()
+            self.connection()
             .execute("SELECT seq, data FROM progress WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, seq))
             .fetchall()
         )
@@ -167,7 +153,7 @@ class JobStore:
         for key, value in fields.items():
             sets.append(f"{key} = ?")
             values.append(json.dumps(value) if key == "result" else value)
-        cur = self._db().execute(
+        cur = self.connection().execute(
             f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status IN {_ACTIVE_SQL}", (*values, job_id)
         )
         return cur.rowcount == 1
@@ -175,17 +161,17 @@ class JobStore:
     # ---- the training process's side ---------------------------------------------------------
 
     def mark_running(self, job_id: str, pid: int) -> None:
-        self._db().execute(
+        self.connection().execute(
             "UPDATE jobs SET status = ?, started = ?, pid = ? WHERE id = ?",
             (JobStatus.RUNNING, time.time(), pid, job_id),
         )
 
     def cancel_requested(self, job_id: str) -> bool:
-        row = self._db().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.connection().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row[0])
 
     def add_progress(self, job_id: str, seq: int, data: dict[str, Any]) -> None:
-        db = self._db()
+        db = self.connection()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("INSERT INTO progress (job_id, seq, data) VALUES (?, ?, ?)", (job_id, seq, json.dumps(data)))

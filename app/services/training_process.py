@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -29,7 +30,8 @@ from app.services.job_store import Job, JobStatus, JobStore
 from app.services.registry import Registry
 from model.config import TrainConfig
 from model.data import Dataset
-from model.experiment import Corrections, Trained, run_experiment
+from model.experiment import Corrections, run_experiment
+from model.predictor import Predictor
 from model.spec import N_PIXELS
 from model.train import Progress, TrainingCancelled
 
@@ -75,16 +77,16 @@ def _corrections(feedback: FeedbackStore | None) -> Corrections | None:
 
 def _train_and_register(
     job: Job, store: JobStore, registry: Registry, data_dir: Path | None, feedback: FeedbackStore | None
-) -> tuple[str, Trained]:
+) -> tuple[str, Predictor]:
     watch = _JobWatch(store, job.id)
     config = TrainConfig(**job.config)
     corrections = _corrections(feedback) if config.feedback_weight else None
     trained = run_experiment(
         config, data_dir, corrections=corrections, on_progress=watch.on_progress, should_stop=watch.should_stop
     )
-    trained.card = trained.card.replace(preset=job.preset, job_id=job.id)
+    trained = dataclasses.replace(trained, card=trained.card.replace(preset=job.preset, job_id=job.id))
     version = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + job.id[:6]
-    registry.register(trained.predictor, version)  # atomic: whole file or nothing
+    registry.register(trained, version)  # atomic: whole file or nothing
     return version, trained
 
 
@@ -100,14 +102,14 @@ def _failure(job_id: str, e: BaseException) -> tuple[JobStatus, str]:
     return JobStatus.FAILED, f"{type(e).__name__}: {e}"
 
 
-def _holdout_judge(feedback: FeedbackStore | None, registry: Registry, version: str, trained: Trained):
+def _holdout_judge(feedback: FeedbackStore | None, registry: Registry, version: str, trained: Predictor):
     """Score the new version on today's real-drawing holdout; a function that scores the active one
     beside it, for the promotion gate."""
     if feedback is None:
         return lambda active: None
     scores = HoldoutScores(feedback)
     holdout = scores.current()
-    mine = scores.evaluate(version, trained.predictor, holdout)
+    mine = scores.evaluate(version, trained, holdout)
 
     def judge(active: str) -> tuple[int, float, float] | None:
         if mine is None:

@@ -7,20 +7,14 @@ import io
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Depends, HTTPException, Query, Request, Response
 
-from app.api.auth import AdminDep, AdminFirstRoute
-from app.api.schemas import ErrorBody, FeedbackItem, FeedbackList, ReviewRequest, ReviewResult
+from app.api.auth import admin_router
+from app.api.schemas import FeedbackItem, FeedbackList, ReviewRequest, ReviewResult
 from app.services.feedback_review import Filters, Review, holdout
 from app.services.feedback_store import FeedbackStatus
 
-router = APIRouter(
-    prefix="/feedback",
-    tags=["feedback"],
-    dependencies=[AdminDep],
-    route_class=AdminFirstRoute,
-    responses={401: {"model": ErrorBody, "description": "admin token missing or wrong"}},
-)
+router = admin_router("/feedback", "feedback")
 EXPORT_README = """Accepted corrections from the Digits drawing page, as MNIST-format arrays.
 x: uint8 (n, 28, 28), 0 = background, 255 = ink, made by the server's normalisation (mnist-v1).
 y: uint8 (n,), the digit the person said it is, as accepted (or relabelled) by an admin.

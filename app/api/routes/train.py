@@ -7,22 +7,16 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.auth import AdminDep, AdminFirstRoute
+from app.api.auth import admin_router
 from app.api.deps import LauncherDep, StoreDep
 from app.api.schemas import ErrorBody, TrainJob, TrainJobList, TrainRequest
 from app.services.job_store import Job, JobConflict, JobStore
 from model.config import preset as make_preset
 
-router = APIRouter(
-    prefix="/train",
-    tags=["training"],
-    dependencies=[AdminDep],
-    route_class=AdminFirstRoute,
-    responses={401: {"model": ErrorBody, "description": "admin token missing or wrong"}},
-)
+router = admin_router("/train", "training")
 EVENT_POLL_S = 0.25
 EVENT_ID = re.compile(r"[0-9]{1,9}", re.ASCII)  # the ids this server sends: progress sequence numbers
 
