@@ -51,7 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corrections", type=int, default=300)
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--weight", type=int, default=10, help="feedback_weight: how often each correction counts")
+    ap.add_argument("--weight", type=int, default=3, help="feedback_weight: how often each correction counts")
     args = ap.parse_args()
     others = list(unusual_set(600, seed=2028))  # never sent
     env = {"DIGITS_FEEDBACK_RATE": "100000/minute"}

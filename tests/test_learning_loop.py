@@ -45,7 +45,7 @@ def test_accepted_corrections_teach_a_new_way_of_writing(make_client, settings, 
 
     runs = {}
     for feedback in ("exclude", "include"):
-        body = {"preset": "quick", "epochs": 3, "feedback": feedback, "activate": "always"}
+        body = {"preset": "quick", "epochs": 3, "feedback": feedback, "feedback_weight": 10, "activate": "always"}
         job = client.post("/train", json=body, headers=admin).json()
         done, _ = wait_for(client, job["id"], {"succeeded", "failed"}, timeout=300)
         assert done["status"] == "succeeded", done

@@ -183,7 +183,7 @@ class TrainRequest(BaseModel):
     feedback: Literal["exclude", "include"] = Field(
         "exclude", description="'include': train on the accepted corrections' pool too (never the holdout)"
     )
-    feedback_weight: int = Field(10, ge=1, le=100, description="with 'include': each correction counts this often")
+    feedback_weight: int = Field(3, ge=1, le=100, description="with 'include': each correction counts this often")
 
     @field_validator("layers")
     @classmethod
