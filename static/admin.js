@@ -174,7 +174,7 @@
 
   async function finished(job) {
     if (job.status === "succeeded") {
-      const verdict = job.promoted ? "and activated" : "but not activated (not better than the active model)";
+      const verdict = job.promoted ? "and activated" : "but not activated (the promotion gate kept the active model: see the run's result)";
       message(`Run ${job.id} finished: version ${job.version}, test accuracy ${pct(job.result.test_accuracy)}, ${verdict}.`,
               "info");
     } else if (job.status === "failed") {
