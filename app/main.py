@@ -55,7 +55,9 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         app.state.training = TrainingLauncher(app.state.jobs, settings)
         app.state.training.recover()
         salt = client_salt(settings.runtime_dir)
-        app.state.feedback = FeedbackStore(settings.runtime_dir / "jobs.sqlite", salt, settings.max_feedback_items)
+        app.state.feedback = FeedbackStore(
+            settings.runtime_dir / "jobs.sqlite", salt, settings.max_feedback_items, settings.max_feedback_bytes
+        )
         app.state.feedback_limiter = RateLimiter(settings.feedback_rate)
         app.state.holdout = HoldoutScores(app.state.feedback)
         watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))

@@ -88,6 +88,14 @@ def test_a_full_store_refuses_with_503_and_predictions_go_on(make_client, tmp_pa
     assert client.post("/predict", json={"image": _data_url(SEVEN)}).json()["digit"] == 7
 
 
+def test_a_store_full_of_bytes_refuses_with_503(make_client, tmp_path):
+    client = make_client(Settings(runtime_dir=tmp_path / "var", admin_token=TOKEN, max_feedback_bytes=500))
+    images = [save(seven(60 + i)) for i in range(3)]
+    assert sum(len(i) for i in images[:2]) <= 500 < sum(len(i) for i in images)
+    codes = [client.post("/feedback", json={"image": _data_url(image), "label": 7}).status_code for image in images]
+    assert codes == [201, 201, 503]
+
+
 def _send(client, n: int, label: int = 7, start: int = 40) -> list[str]:
     return [client.post("/feedback", json={"image": _data_url(save(seven(start + i))), "label": label}).json()["id"]
             for i in range(n)]  # fmt: skip

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     claimed_version TEXT,
     claimed_digit INTEGER,
     media_type TEXT NOT NULL,
+    bytes INTEGER NOT NULL DEFAULT 0,
     original BLOB NOT NULL,
     input_png BLOB NOT NULL
 );
@@ -95,9 +96,9 @@ def client_salt(runtime_dir: Path) -> bytes:
 
 
 class FeedbackStore(Database):
-    def __init__(self, path: Path, salt: bytes, max_items: int) -> None:
+    def __init__(self, path: Path, salt: bytes, max_items: int, max_bytes: int = 2**62) -> None:
         super().__init__(path, _SCHEMA)
-        self.salt, self.max_items = salt, max_items
+        self.salt, self.max_items, self.max_bytes = salt, max_items, max_bytes
 
     def client_id(self, address: str) -> str:
         return hashlib.sha256(self.salt + address.encode()).hexdigest()[:16]
@@ -112,16 +113,19 @@ class FeedbackStore(Database):
             if row is not None:
                 db.execute("COMMIT")
                 return Stored(row["id"], True, FeedbackStatus(row["status"]))
-            if db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] >= self.max_items:
+            items, size = db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM feedback").fetchone()
+            if items >= self.max_items:
                 raise StoreFull(f"the corrections store holds its limit of {self.max_items} items")
+            if size + len(c.original) > self.max_bytes:
+                raise StoreFull(f"the corrections store holds its limit of {self.max_bytes} bytes of images")
             item_id = uuid.uuid4().hex[:12]
             db.execute(
                 "INSERT INTO feedback (id, sha256, created, client, label, status, model_version, predicted,"
-                " probabilities, claimed_version, claimed_digit, media_type, original, input_png)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " probabilities, claimed_version, claimed_digit, media_type, bytes, original, input_png)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (item_id, digest, time.time(), self.client_id(address), c.label, FeedbackStatus.PENDING,
                  c.model_version, c.predicted, json.dumps(c.probabilities), c.claimed_version, c.claimed_digit,
-                 c.media_type, c.original, c.input_png),
+                 c.media_type, len(c.original), c.original, c.input_png),
             )  # fmt: skip
             db.execute("COMMIT")
         except BaseException:
