@@ -151,6 +151,8 @@ def test_cli_exports_imports_and_evaluates_on_the_holdout(client, admin, setting
     held = sum(it["holdout"] for it in client.get("/feedback", headers=admin).json()["items"])
     out = tmp_path / "corrections.npz"
     assert cli(["feedback", "export", str(out), "--runtime-dir", str(settings.runtime_dir)]) == 0
+    with np.load(out, allow_pickle=False) as npz:
+        assert "SHA-256" in str(npz["README"]) and len(npz["x"]) == 12
     other = tmp_path / "other-var"
     assert cli(["feedback", "import", str(out), "--runtime-dir", str(other)]) == 0
     assert "imported 12 corrections as accepted" in capsys.readouterr().out

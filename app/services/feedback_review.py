@@ -20,6 +20,11 @@ from PIL import Image
 from app.services.feedback_store import FeedbackStatus, FeedbackStore
 from model.spec import SIDE
 
+EXPORT_README = """Accepted corrections from the Digits drawing page, as MNIST-format arrays.
+x: uint8 (n, 28, 28), 0 = background, 255 = ink, made by the server's normalisation (mnist-v1).
+y: uint8 (n,), the digit the person said it is, as accepted (or relabelled) by an admin.
+sha256: the SHA-256 of each image as it was sent; holdout: True for the real-drawing holdout
+(about a third, chosen by that hash), False for the training pool."""
 SUSPICIOUS_CONFIDENCE = 0.9  # the model was this sure of another digit than the person's label
 BURST_ITEMS, BURST_SECONDS = 20, 600  # a client that sent this many items within this long
 

@@ -11,15 +11,10 @@ from fastapi import Depends, HTTPException, Query, Request, Response
 
 from app.api.auth import admin_router
 from app.api.schemas import FeedbackItem, FeedbackList, ReviewRequest, ReviewResult
-from app.services.feedback_review import Filters, Review, holdout
+from app.services.feedback_review import EXPORT_README, Filters, Review, holdout
 from app.services.feedback_store import FeedbackStatus
 
 router = admin_router("/feedback", "feedback")
-EXPORT_README = """Accepted corrections from the Digits drawing page, as MNIST-format arrays.
-x: uint8 (n, 28, 28), 0 = background, 255 = ink, made by the server's normalisation (mnist-v1).
-y: uint8 (n,), the digit the person said it is, as accepted (or relabelled) by an admin.
-sha256: the SHA-256 of each image as it was sent; holdout: True for the real-drawing holdout
-(about a third, chosen by that hash), False for the training pool."""
 
 
 def get_review(request: Request) -> Review:
