@@ -137,16 +137,13 @@ def _review(runtime_dir: Path):
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     """digits feedback export FILE / import FILE: the accepted corrections as a dataset file."""
-    from app.services.feedback_review import EXPORT_README, holdout
     from app.services.feedback_store import FeedbackStatus
 
     review = _review(Path(args.runtime_dir))
     if args.action == "export":
-        x, y, digests = review.accepted()
         with atomic_file(Path(args.file)) as f:
-            np.savez(f, x=x, y=y, sha256=np.array(digests, dtype="U64"),
-                     holdout=np.array([holdout(d) for d in digests], bool), README=np.array(EXPORT_README))  # fmt: skip
-        print(f"wrote {len(y)} accepted corrections to {args.file}")
+            n = review.export(f)
+        print(f"wrote {n} accepted corrections to {args.file}")
         return 0
     try:
         with np.load(args.file, allow_pickle=False) as npz:

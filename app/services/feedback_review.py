@@ -13,6 +13,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -78,12 +79,20 @@ class Review:
         }
         rows = db.execute(
             f"SELECT id, sha256, created, client, label, status, model_version, predicted, probabilities,"
-            f" claimed_digit, input_png FROM feedback{where} ORDER BY created DESC",
+            f" claimed_digit FROM feedback{where} ORDER BY created DESC",
             values,
         ).fetchall()
         items = [self._item(r, bursts) for r in rows]
         items.sort(key=lambda it: not it["suspicious"])  # stable: newest first within each group
-        return total, items[offset : offset + limit]
+        page = items[offset : offset + limit]
+        # The images of this page only: a queue of thousands need not read every blob to show a hundred.
+        marks = ",".join("?" * len(page))
+        images = dict(
+            db.execute(f"SELECT id, input_png FROM feedback WHERE id IN ({marks})", [it["id"] for it in page])
+        )
+        for it in page:
+            it["input_png"] = images[it["id"]]
+        return total, page
 
     @staticmethod
     def _item(r: sqlite3.Row, bursts: set[str]) -> dict:
@@ -98,7 +107,6 @@ class Review:
             "status": r["status"], "model_version": r["model_version"], "predicted": r["predicted"],
             "confidence": probs[r["predicted"]], "claimed_digit": r["claimed_digit"],
             "holdout": holdout(r["sha256"]), "suspicious": bool(reasons), "reasons": reasons,
-            "input_png": r["input_png"],
         }  # fmt: skip
 
     def review(self, ids: list[str], action: str, label: int | None = None) -> int:
@@ -116,23 +124,38 @@ class Review:
         column, value = ("id", item_id) if item_id is not None else ("client", client)
         return self.store.connection().execute(f"DELETE FROM feedback WHERE {column} = ?", (value,)).rowcount
 
-    def accepted(self, part: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Accepted corrections as (x uint8 (n, 28, 28), labels (n,), sha256s); part "holdout" or "pool"
-        for one side of the split."""
+    def _accepted_rows(self, columns: str, part: str | None) -> list[sqlite3.Row]:
         rows = (
             self.store.connection()
             .execute(
-                "SELECT sha256, label, input_png FROM feedback WHERE status = ? ORDER BY sha256",
-                (FeedbackStatus.ACCEPTED,),
+                f"SELECT sha256, {columns} FROM feedback WHERE status = ? ORDER BY sha256", (FeedbackStatus.ACCEPTED,)
             )
             .fetchall()
         )
-        if part is not None:
-            rows = [r for r in rows if holdout(r["sha256"]) == (part == "holdout")]
+        return rows if part is None else [r for r in rows if holdout(r["sha256"]) == (part == "holdout")]
+
+    def accepted(self, part: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Accepted corrections as (x uint8 (n, 28, 28), labels (n,), sha256s); part "holdout" or "pool"
+        for one side of the split."""
+        rows = self._accepted_rows("label, input_png", part)
         x = np.stack([np.asarray(Image.open(io.BytesIO(r["input_png"])).convert("L")) for r in rows]) if rows else (
             np.zeros((0, SIDE, SIDE), np.uint8)
         )  # fmt: skip
         return x, np.array([r["label"] for r in rows], np.uint8), [r["sha256"] for r in rows]
+
+    def checksum(self, part: str | None = None) -> str:
+        """The accepted set's (or one part's) checksum, from the table alone: no image is read."""
+        rows = self._accepted_rows("label", part)
+        return checksum([r["sha256"] for r in rows], np.array([r["label"] for r in rows]))
+
+    def export(self, file: IO[bytes]) -> int:
+        """Write the accepted corrections as an .npz (fields in EXPORT_README); returns how many."""
+        x, y, digests = self.accepted()
+        in_holdout = np.array([holdout(d) for d in digests], bool)
+        np.savez(
+            file, x=x, y=y, sha256=np.array(digests, dtype="U64"), holdout=in_holdout, README=np.array(EXPORT_README)
+        )
+        return len(y)
 
     def import_items(
         self, x: np.ndarray, y: np.ndarray, digests: list[str] | None, status: FeedbackStatus, client: str

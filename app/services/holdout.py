@@ -52,9 +52,13 @@ class HoldoutScores:
         )
         return self.score(version, checksum)
 
+    def checksum(self) -> str:
+        """Today's holdout's checksum, without reading its images."""
+        return Review(self.store).checksum("holdout")
+
     def score(self, version: str, checksum: str | None = None) -> dict | None:
         """A version's score on today's holdout (or the one with `checksum`), if it was measured on it."""
-        checksum = checksum or self.current()[1]
+        checksum = checksum or self.checksum()
         row = (
             self.store.connection()
             .execute(

@@ -25,7 +25,7 @@ def _card(registry: Registry, version: str) -> dict:
 def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> ModelList:
     active = registry.active_version()
     scores: HoldoutScores = request.app.state.holdout
-    today = scores.current()[1]
+    today = scores.checksum()
     return ModelList(
         active=active,
         serving=holder.current.version if holder.current else None,

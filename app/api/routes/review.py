@@ -6,12 +6,11 @@ import base64
 import io
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, HTTPException, Query, Request, Response
 
 from app.api.auth import admin_router
 from app.api.schemas import FeedbackItem, FeedbackList, ReviewRequest, ReviewResult
-from app.services.feedback_review import EXPORT_README, Filters, Review, holdout
+from app.services.feedback_review import Filters, Review
 from app.services.feedback_store import FeedbackStatus
 
 router = admin_router("/feedback", "feedback")
@@ -68,10 +67,8 @@ def delete_client(review: ReviewDep, client: Annotated[str, Query(min_length=1, 
     summary="The accepted corrections as a dataset file (.npz)",
 )
 def export_feedback(review: ReviewDep) -> Response:
-    x, y, digests = review.accepted()
     buf = io.BytesIO()
-    in_holdout = np.array([holdout(d) for d in digests], bool)
-    np.savez(buf, x=x, y=y, sha256=np.array(digests, dtype="U64"), holdout=in_holdout, README=np.array(EXPORT_README))
+    review.export(buf)
     return Response(
         buf.getvalue(),
         media_type="application/octet-stream",
