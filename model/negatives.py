@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -31,12 +30,6 @@ LETTERS = "ACEFHKMNPRUVWXYacefhkmnpruvwxy"
 SYMBOLS = "#%&@?!=+*$<>~^{}"
 TRAIN_KINDS = ("letter", "symbol", "scribble", "digits", "shape", "crossed")
 HELD_OUT_KINDS = ("letter", "symbol", "scribble", "digits", "crossed", "new shape")
-
-
-@dataclass(frozen=True)
-class Negative:
-    kind: str
-    image: np.ndarray  # (size, size) float32 ink in [0, 1] (render) or PNG bytes via to_png
 
 
 @cache

@@ -1,11 +1,12 @@
 """Answers people can trust: a calibrated classifier that can say "not sure", and a detector that can
 say "that is not a digit".
 
-After training, `fit_trust` fits the temperature and the abstention threshold on data that looks like
-what users send (MNIST's validation images and generated canvas drawings, never the test set nor the
-drawings used to measure), and, when asked, trains the detector: a small network of its own that
-tells digits (MNIST's and drawn) from generated non-digits (model.negatives). It is a separate network
-rather than an 11th output so that the digit classifier, and its accuracy, stay exactly as trained.
+After training, `fit_calibration` fits the temperature and the abstention threshold on data that
+looks like what users send (MNIST's validation images redrawn as pad drawings, and generated canvas
+drawings; never the test set nor the drawings used to measure), and `train_detector`, when asked,
+trains the detector: a small network of its own that tells digits (MNIST's and drawn) from generated
+non-digits (model.negatives). It is a separate network rather than an 11th output so that the digit
+classifier, and its accuracy, stay exactly as trained.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import secrets
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -132,11 +131,3 @@ class FeedbackStore(Database):
             db.execute("ROLLBACK")
             raise
         return Stored(item_id, False, FeedbackStatus.PENDING)
-
-    def count(self, status: FeedbackStatus | None = None) -> int:
-        if status is None:
-            return self.connection().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
-        return self.connection().execute("SELECT COUNT(*) FROM feedback WHERE status = ?", (status,)).fetchone()[0]
-
-    def get(self, item_id: str) -> sqlite3.Row | None:
-        return self.connection().execute("SELECT * FROM feedback WHERE id = ?", (item_id,)).fetchone()
