@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from model.evaluation import Evaluation
+from model.layers import describe
 from model.spec import INPUT_SPEC, InputSpec
 
 FORMAT_VERSION = 1
@@ -74,7 +75,7 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class ModelCard:
-    layers: list[int]
+    layers: list[int] | list[dict[str, Any]]  # a dense stack's sizes, or layer objects (model.layers)
     input_normalisation: InputSpec | None = INPUT_SPEC  # None: a file that does not say; never served
     training: TrainingRecord | None = None
     test: Evaluation | None = None  # on MNIST's test set
@@ -90,6 +91,10 @@ class ModelCard:
     activation: str = "relu"
     output: str = "softmax"
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as written
+
+    @property
+    def architecture(self) -> str:
+        return describe(self.layers)
 
     @property
     def test_accuracy(self) -> float | None:

@@ -71,6 +71,22 @@ class Network:
     def n_params(self) -> int:
         return int(self.params.size)
 
+    @property
+    def spec(self) -> list[int]:
+        """The layers as the model card writes them: the sizes."""
+        return list(self.sizes)
+
+    def decayed(self) -> list[np.ndarray]:
+        """The weights that weight decay shrinks, never the biases."""
+        return self.W
+
+    def named_params(self) -> dict[str, np.ndarray]:
+        """Arrays by the names the weights file stores them under: W0, b0, W1, b1, ..."""
+        named = {}
+        for i, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
+            named[f"W{i}"], named[f"b{i}"] = W, b
+        return named
+
     def init(self, rng: np.random.Generator, scheme: str = "he") -> Network:
         """He initialisation for ReLU stacks; 'uniform' is the seed network's U[-0.5, 0.5)."""
         for W, b in zip(self.W, self.b, strict=True):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.card import ModelCard
+from model.convnet import Classifier
 from model.network import Network
 
 DEFAULT_UNCERTAIN_BELOW = 0.7  # for cards without a calibration (files made before it existed)
@@ -22,7 +23,7 @@ class Answers:
 
 @dataclass(frozen=True)
 class Predictor:
-    network: Network
+    network: Classifier
     card: ModelCard
     detector: Network | None = None
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from model.augment import Distorter
 from model.config import TrainConfig
+from model.convnet import Classifier
 from model.data import Dataset, ShiftAugmenter
 from model.evaluation import evaluate
-from model.network import Network
 from model.spec import from_pixels
 
 
@@ -43,7 +44,7 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    network: Network
+    network: Classifier
     config: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
     seconds: float = 0.0
@@ -64,7 +65,11 @@ class Batches:
         self.size = self.n if config.batch_size == 0 else min(config.batch_size, self.n)
         self.steps_per_epoch = -(-self.n // self.size)
         self.rng, self.dtype = rng, np.dtype(config.dtype)
-        self.augmenter = ShiftAugmenter(data.x, config.augment_shift) if config.augment_shift else None
+        distortions = config.distortions
+        if distortions is not None:
+            self.augmenter: Distorter | ShiftAugmenter | None = Distorter(data.x, distortions, self.dtype)
+        else:
+            self.augmenter = ShiftAugmenter(data.x, config.augment_shift) if config.augment_shift else None
         self.x_all = None if self.augmenter else from_pixels(data.x, self.dtype)  # (n, 784), normalised once
         self.x_batch = np.empty((self.size, data.x.shape[1]), self.dtype)
         self.y_all = data.y.astype(np.intp)
@@ -76,7 +81,9 @@ class Batches:
         for start in range(0, self.n, self.size):
             idx = perm[start : start + self.size]
             m = len(idx)
-            if self.augmenter is not None:
+            if isinstance(self.augmenter, Distorter):
+                xb = self.augmenter.batch(idx, self.rng)  # floats in [0, 1] already
+            elif self.augmenter is not None:
                 xb = from_pixels(self.augmenter.batch(idx, self.rng), self.dtype, out=self.x_batch[:m])
             elif full_batch:
                 xb = self.x_all
@@ -120,7 +127,7 @@ def train(
 ) -> TrainResult:
     """Train a fresh network; the same config and seed reproduce a run exactly."""
     rng = np.random.default_rng(config.seed)
-    net = Network(config.layers, np.dtype(config.dtype)).init(rng, config.init)
+    net = config.network(rng)
     optimizer = config.optimizer_for(net)
     batches = Batches(train_set, config, rng)
     schedule = config.schedule_for(batches.steps_per_epoch)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from model.card import CardError, ModelCard
+from model.convnet import Classifier, ConvNet, build_layers
 from model.files import atomic_file
 from model.network import Network
 from model.predictor import Predictor
@@ -31,18 +32,18 @@ class WeightsError(ValueError):
 DETECTOR = "D"  # prefix of the detector's arrays: DW0, Db0, ...
 
 
-def save(path: str | os.PathLike, network: Network, card: ModelCard, detector: Network | None = None) -> Path:
+def save(path: str | os.PathLike, network: Classifier, card: ModelCard, detector: Network | None = None) -> Path:
     """Write network, card and detector (if any) to `path` atomically (temp file, fsync, rename)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"weights files end in .npz, got {path.name!r}")
-    if list(card.layers) != network.sizes:
-        raise ValueError(f"the card describes layers {card.layers}, the network has {network.sizes}")
+    if list(card.layers) != network.spec:
+        raise ValueError(f"the card describes layers {card.layers}, the network has {network.spec}")
     if (detector is None) != (card.detector is None) or (detector and card.detector.layers != detector.sizes):
         raise ValueError("the card must describe the detector exactly when there is one")
-    arrays = _arrays(network, "")
+    arrays = dict(network.named_params())
     if detector is not None:
-        arrays |= _arrays(detector, DETECTOR)
+        arrays |= {DETECTOR + k: a for k, a in detector.named_params().items()}
     arrays[METADATA_KEY] = np.array(json.dumps(card.as_dict(), sort_keys=True))  # a 0-d unicode array
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
@@ -79,7 +80,7 @@ def _card(entry: np.ndarray, name: str) -> ModelCard:
         raise WeightsError(f"{name}: {e}") from None
 
 
-def load(path: str | os.PathLike, name: str | None = None) -> tuple[Network, ModelCard]:
+def load(path: str | os.PathLike, name: str | None = None) -> tuple[Classifier, ModelCard]:
     """The classifier and its card (see load_predictor for the detector too)."""
     predictor = load_predictor(path, name)
     return predictor.network, predictor.card
@@ -106,18 +107,11 @@ def load_predictor(path: str | os.PathLike, name: str | None = None) -> Predicto
     return from_arrays(arrays, name)
 
 
-def _arrays(network: Network, prefix: str) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    for i, (W, b) in enumerate(zip(network.W, network.b, strict=True)):
-        arrays[f"{prefix}W{i}"], arrays[f"{prefix}b{i}"] = W, b
-    return arrays
-
-
 def _check_layers(layers: object, name: str, outputs: int = N_CLASSES) -> list[int]:
     if (
         not isinstance(layers, list)
         or len(layers) < 2
-        or not all(isinstance(n, int) and 0 < n <= MAX_FILE_UNITS for n in layers)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_FILE_UNITS for n in layers)
     ):
         raise WeightsError(f"{name}: metadata 'layers' must be a list of positive integers, got {layers!r}")
     if layers[0] != N_PIXELS or layers[-1] != outputs:
@@ -125,36 +119,51 @@ def _check_layers(layers: object, name: str, outputs: int = N_CLASSES) -> list[i
     return layers
 
 
+def _dense_shapes(layers: list[int], prefix: str) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
+        shapes[f"{prefix}W{i}"], shapes[f"{prefix}b{i}"] = (n_in, n_out), (n_out,)
+    return shapes
+
+
+def _classifier_shapes(layers: object, name: str) -> dict[str, tuple[int, ...]]:
+    """The arrays the card's layers need: W0, b0, ... for sizes; L0.W, ... for a list of layer objects."""
+    if isinstance(layers, list) and layers and all(isinstance(s, dict) for s in layers):
+        try:
+            built = build_layers(layers)
+        except ValueError as e:
+            raise WeightsError(f"{name}: the card describes an impossible network: {e}") from None
+        return {
+            f"L{i}.{k}": shape
+            for i, layer in enumerate(built)
+            for k, shape in (layer.param_shapes() | layer.state_shapes()).items()
+        }
+    return _dense_shapes(_check_layers(layers, name), "")
+
+
 def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> Predictor:
     if METADATA_KEY not in arrays:
         raise WeightsError(f"{name}: no '{METADATA_KEY}' entry")
     card = _card(arrays[METADATA_KEY], name)
-    layers = _check_layers(card.layers, name)
-    detector_layers = _check_layers(card.detector.layers, f"{name} (detector)", 2) if card.detector else []
-    expected = {METADATA_KEY} | _names(layers, "") | _names(detector_layers, DETECTOR)
-    if set(arrays) != expected:
-        missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+    shapes = _classifier_shapes(card.layers, name)
+    if card.detector:
+        shapes |= _dense_shapes(_check_layers(card.detector.layers, f"{name} (detector)", 2), DETECTOR)
+    if set(arrays) != set(shapes) | {METADATA_KEY}:
+        missing, extra = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes) - {METADATA_KEY})
         raise WeightsError(f"{name}: wrong arrays (missing {missing}, unexpected {extra})")
-    dtypes = {arrays[k].dtype for k in expected - {METADATA_KEY}}
+    dtypes = {arrays[k].dtype for k in shapes}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
         raise WeightsError(f"{name}: arrays must all be float32 or all float64, got {sorted(map(str, dtypes))}")
+    for key, shape in shapes.items():
+        if arrays[key].shape != shape:
+            raise WeightsError(f"{name}: {key} has shape {arrays[key].shape}, expected {shape}")
+        if not np.isfinite(arrays[key]).all():
+            raise WeightsError(f"{name}: {key} contains NaN or infinite values")
     dtype = next(iter(dtypes))
-    detector = _network(arrays, detector_layers, DETECTOR, dtype, name) if detector_layers else None
-    return Predictor(_network(arrays, layers, "", dtype, name), card, detector)
-
-
-def _names(layers: list[int], prefix: str) -> set[str]:
-    return {f"{prefix}{kind}{i}" for i in range(len(layers) - 1) for kind in ("W", "b")}
-
-
-def _network(arrays: dict[str, np.ndarray], layers: list[int], prefix: str, dtype: np.dtype, name: str) -> Network:
-    net = Network(layers, dtype)
-    for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
-        for key, shape, target in ((f"{prefix}W{i}", (n_in, n_out), net.W[i]), (f"{prefix}b{i}", (n_out,), net.b[i])):
-            a = arrays[key]
-            if a.shape != shape:
-                raise WeightsError(f"{name}: {key} has shape {a.shape}, expected {shape}")
-            if not np.isfinite(a).all():
-                raise WeightsError(f"{name}: {key} contains NaN or infinite values")
-            target[...] = a
-    return net
+    layers = card.layers
+    network = Network(layers, dtype) if isinstance(layers[0], int) else ConvNet(layers, dtype)
+    detector = Network(card.detector.layers, dtype) if card.detector else None
+    for net, prefix in ((network, ""), (detector, DETECTOR)):
+        for key, target in net.named_params().items() if net else ():
+            target[...] = arrays[prefix + key]
+    return Predictor(network, card, detector)

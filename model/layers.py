@@ -1,0 +1,443 @@
+"""Layers for convolutional networks, each a small class with `forward` and `backward`.
+
+Images are NHWC: a batch is (m, height, width, channels), so that a convolution's patches, laid
+side by side, form one matrix that BLAS multiplies with the kernel in a single sgemm (im2col):
+
+    cols (m*OH*OW, K*K*C) @ W (K*K*C, F) -> (m*OH*OW, F), which *is* the NHWC output.
+
+Why im2col with `sliding_window_view`: it keeps most of a CNN's arithmetic in three sgemm calls per
+convolution (forward, dW, dX) and the window view itself costs nothing; only the copy into `cols`
+and the col2im adds move memory. For the second convolution of the `cnn` preset (a batch of 128,
+12x12x32 -> 8x8x64, 5x5), the forward pass measured 12.4 ms this way, 19.7 ms as 25 shifted
+products of k = 32 ("shift and multiply": small matrices run BLAS far below its peak), and 27.3 ms
+with `np.einsum(..., optimize=True)` over the window view (`bench/bench_train.py --preset cnn`
+measures the three again, and every layer's share of a training step).
+
+Each layer declares its parameters (`param_shapes`); the network (model.convnet) keeps all of them
+in one flat vector and hands each layer views, so optimizers update every layer in a few ufunc calls.
+`forward(x, training=True)` keeps what `backward` needs; `training=False` keeps nothing, so
+inference is safe from several threads at once. In training, every array a layer makes lives in a
+buffer it reuses from step to step: glibc hands arrays of many megabytes back to the system when
+they are freed, so a fresh one each step is page-faulted in anew.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+Shape = tuple[int, ...]  # one sample's shape: (H, W, C) for images, (n,) for vectors
+
+
+class Layer:
+    kind = ""
+    params: dict[str, np.ndarray]  # views into the network's flat parameter vector
+    grads: dict[str, np.ndarray]  # views into its flat gradient vector, same shapes
+    state: dict[str, np.ndarray]  # views into its flat state vector (see state_shapes)
+
+    def build(self, in_shape: Shape) -> Shape:
+        """Check the input shape, remember it, return the output shape."""
+        self.in_shape = in_shape
+        return in_shape
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {}
+
+    def state_shapes(self) -> dict[str, Shape]:
+        """Arrays the layer keeps that training does not optimise (batch norm's running statistics)."""
+        return {}
+
+    def init(self, rng: np.random.Generator) -> None:
+        pass
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Fill self.grads from dy = dLoss/dy; return dLoss/dx (unless need_dx is False)."""
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind}
+
+    def buffer(self, name: str, shape: Shape, dtype: np.dtype, training: bool = True) -> np.ndarray:
+        """An array to fill: reused from the last step of the same shape in training, fresh otherwise."""
+        if not training:
+            return np.empty(shape, dtype)
+        buffers = self.__dict__.setdefault("_buffers", {})
+        key = (name, shape, dtype)
+        if key not in buffers:
+            buffers[key] = np.empty(shape, dtype)
+        return buffers[key]
+
+    def ones(self, n: int, dtype: np.dtype) -> np.ndarray:
+        """A vector of ones: ones @ dy sums dy over the batch in BLAS, 3x faster than dy.sum(axis=0)."""
+        ones = self.buffer("ones", (n,), dtype)
+        ones.fill(1)
+        return ones
+
+    def decayed(self) -> list[np.ndarray]:
+        """The parameters weight decay shrinks: weights, never biases."""
+        return [self.params["W"]] if "W" in self.params else []
+
+
+class Conv2D(Layer):
+    """Valid 2-D convolution, stride 1: (m, H, W, C) -> (m, H-K+1, W-K+1, F)."""
+
+    kind = "conv"
+
+    def __init__(self, filters: int, size: int) -> None:
+        self.filters, self.size = filters, size
+
+    def build(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 3 or min(in_shape[:2]) < self.size:
+            raise ValueError(f"a {self.size}x{self.size} convolution needs an image at least that big, got {in_shape}")
+        H, W, self.channels = in_shape
+        self.in_shape, self.out_hw = in_shape, (H - self.size + 1, W - self.size + 1)
+        return (*self.out_hw, self.filters)
+
+    def param_shapes(self) -> dict[str, Shape]:
+        # W rows are ordered (ki, kj, c), the order of the patches in cols
+        return {"W": (self.size * self.size * self.channels, self.filters), "b": (self.filters,)}
+
+    def init(self, rng: np.random.Generator) -> None:
+        fan_in = self.params["W"].shape[0]
+        self.params["W"][...] = rng.standard_normal(self.params["W"].shape) * np.sqrt(2.0 / fan_in)  # He
+        self.params["b"][...] = 0
+
+    def im2col(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """(m, H, W, C) -> cols (m*OH*OW, K*K*C): row (n, i, j) is the patch under output pixel (i, j)."""
+        m, K, (OH, OW), C = len(x), self.size, self.out_hw, self.channels
+        if C == 1:  # one channel: build the transpose, K*K contiguous copies of shifted images (5x faster)
+            cols_t = self.buffer("cols", (K, K, m, OH, OW), x.dtype, training)
+            for i in range(K):
+                for j in range(K):
+                    cols_t[i, j] = x[:, i : i + OH, j : j + OW, 0]
+            return cols_t.reshape(K * K, -1).T  # a transposed view: BLAS reads it as is
+        windows = sliding_window_view(x, (K, K), axis=(1, 2))  # (m, OH, OW, C, K, K), a view
+        cols = self.buffer("cols", (m, OH, OW, K, K, C), x.dtype, training)
+        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))  # channels last: contiguous runs of C
+        return cols.reshape(m * OH * OW, -1)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        cols = self.im2col(x, training)
+        y = self.buffer("y", (len(cols), self.filters), x.dtype, training)
+        np.matmul(cols, self.params["W"], out=y)  # (m*OH*OW, K*K*C) @ (K*K*C, F) -> (m*OH*OW, F)
+        y += self.params["b"]
+        if training:
+            self.cols, self.m = cols, len(x)
+        return y.reshape(len(x), *self.out_hw, self.filters)
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        dy2 = dy.reshape(-1, self.filters)  # (m*OH*OW, F)
+        np.matmul(self.cols.T, dy2, out=self.grads["W"])  # (K*K*C, m*OH*OW) @ (m*OH*OW, F)
+        np.matmul(self.ones(len(dy2), dy.dtype), dy2, out=self.grads["b"])  # sum over the batch, in BLAS
+        if not need_dx:
+            return None
+        K, (OH, OW), C = self.size, self.out_hw, self.channels
+        # dcols[k] = dy @ W_k^T for each kernel offset k: (m*OH*OW, F) @ (F, C) -> (K*K, m*OH*OW, C), so
+        # that each offset's gradient is one contiguous image to add back (6 ms, not 15, at C=32)
+        W_k = self.params["W"].reshape(K * K, C, self.filters).transpose(0, 2, 1)
+        dcols = self.buffer("dcols", (K * K, len(dy2), C), dy.dtype)
+        np.matmul(dy2, W_k, out=dcols)
+        dcols = dcols.reshape(K, K, self.m, OH, OW, C)
+        dx = self.buffer("dx", (self.m, *self.in_shape), dy.dtype)
+        dx.fill(0)
+        for i in range(K):  # col2im: every patch adds its gradient back where it was read from
+            for j in range(K):
+                dx[:, i : i + OH, j : j + OW, :] += dcols[i, j]
+        return dx
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "filters": self.filters, "size": self.size}
+
+
+class MaxPool2D(Layer):
+    """Non-overlapping max pooling: (m, H, W, C) -> (m, H/s, W/s, C).
+
+    The gradient goes to every input equal to its window's maximum. Ties between distinct inputs
+    are what would send it twice; they need two equal floats under one window, and where they
+    happen in practice (zeros after a ReLU) the ReLU's own gradient is zero anyway.
+    """
+
+    kind = "maxpool"
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+
+    def build(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 3 or in_shape[0] % self.size or in_shape[1] % self.size:
+            raise ValueError(f"{self.size}x{self.size} pooling needs a height and width it divides, got {in_shape}")
+        self.in_shape = in_shape
+        self.out_shape = (in_shape[0] // self.size, in_shape[1] // self.size, in_shape[2])
+        return self.out_shape
+
+    def _windows(self, x: np.ndarray) -> np.ndarray:
+        H, W, C = self.in_shape
+        s = self.size
+        return x.reshape(len(x), H // s, s, W // s, s, C)  # (m, OH, s, OW, s, C), a view
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        w = self._windows(x)
+        y = self.buffer("y", (len(x), *self.out_shape), x.dtype, training)
+        np.copyto(y, w[:, :, 0, :, 0, :])
+        for i in range(self.size):  # s*s elementwise maxima beat one reduction over two strided axes
+            for j in range(self.size):
+                if i or j:
+                    np.maximum(y, w[:, :, i, :, j, :], out=y)
+        if training:  # where the maxima were, kept now: the next layer may change y in place
+            self.at_max = self.buffer("at_max", w.shape, np.dtype(bool))
+            np.equal(w, y[:, :, None, :, None, :], out=self.at_max)  # (m, OH, s, OW, s, C)
+        return y
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        dx = self.buffer("dx", self.at_max.shape, dy.dtype)
+        np.multiply(self.at_max, dy[:, :, None, :, None, :], out=dx)
+        return dx.reshape(len(dy), *self.in_shape)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "size": self.size}
+
+
+class ReLU(Layer):
+    kind = "relu"
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        y = np.maximum(x, 0, out=x if training else None)  # in place when training: x is not needed again
+        if training:
+            self.y = y
+        return y
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        np.multiply(dy, self.y > 0, out=dy)  # y > 0 exactly where x > 0; 10x faster than dy[y <= 0] = 0
+        self.y = None
+        return dy
+
+
+class Flatten(Layer):
+    kind = "flatten"
+
+    def build(self, in_shape: Shape) -> Shape:
+        self.in_shape = in_shape
+        return (int(np.prod(in_shape)),)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return x.reshape(len(x), -1)
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        return dy.reshape(len(dy), *self.in_shape)
+
+
+class Dense(Layer):
+    """Z = X @ W + b: (m, n_in) @ (n_in, n_out) -> (m, n_out), as in model.network."""
+
+    kind = "dense"
+
+    def __init__(self, units: int) -> None:
+        self.units = units
+
+    def build(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 1:
+            raise ValueError(f"a dense layer takes vectors (flatten images first), got {in_shape}")
+        self.in_shape = in_shape
+        return (self.units,)
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {"W": (self.in_shape[0], self.units), "b": (self.units,)}
+
+    def init(self, rng: np.random.Generator) -> None:
+        W = self.params["W"]
+        W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])  # He
+        self.params["b"][...] = 0
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        y = self.buffer("y", (len(x), self.units), x.dtype, training)
+        np.matmul(x, self.params["W"], out=y)  # (m, n_in) @ (n_in, n_out) -> (m, n_out)
+        y += self.params["b"]
+        if training:
+            self.x = x
+        return y
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        np.matmul(self.x.T, dy, out=self.grads["W"])  # (n_in, m) @ (m, n_out) -> (n_in, n_out)
+        np.matmul(self.ones(len(dy), dy.dtype), dy, out=self.grads["b"])  # sum over the batch
+        if not need_dx:
+            return None
+        dx = self.buffer("dx", self.x.shape, dy.dtype)
+        return np.matmul(dy, self.params["W"].T, out=dx)  # (m, n_out) @ (n_out, n_in) -> (m, n_in)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "units": self.units}
+
+
+class BatchNorm(Layer):
+    """Batch normalisation per channel (the last axis): y = gamma * (x - mean) / sqrt(var + eps) + beta.
+
+    Training normalises with the batch's own statistics and keeps running averages of them, which
+    inference uses instead (they are stored in the weights file as `mean` and `var`, beside the
+    trained gamma and beta). It lets a CNN train at a higher rate, so in fewer epochs.
+    """
+
+    kind = "batchnorm"
+    eps = 1e-5
+    momentum = 0.9  # running = momentum * running + (1 - momentum) * batch
+
+    def build(self, in_shape: Shape) -> Shape:
+        self.in_shape, self.channels = in_shape, in_shape[-1]
+        return in_shape
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {"gamma": (self.channels,), "beta": (self.channels,)}
+
+    def state_shapes(self) -> dict[str, Shape]:
+        return {"mean": (self.channels,), "var": (self.channels,)}
+
+    def init(self, rng: np.random.Generator) -> None:
+        self.params["gamma"][...] = 1
+        self.params["beta"][...] = 0
+        self.state["mean"][...] = 0
+        self.state["var"][...] = 1
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        x2 = x.reshape(-1, self.channels)  # (m*H*W, C): every position of every image is a sample
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        y = self.buffer("y", x2.shape, x.dtype, training)
+        if not training:  # y = x * scale + shift, per channel, from the running statistics
+            scale = (gamma / np.sqrt(self.state["var"] + self.eps)).astype(x.dtype)
+            np.multiply(x2, scale, out=y)
+            y += (beta - self.state["mean"] * scale).astype(x.dtype)
+            return y.reshape(x.shape)
+        n, ones = len(x2), self.ones(len(x2), x.dtype)
+        mean = ones @ x2 / n  # sums over the batch in BLAS
+        xc = self.buffer("xc", x2.shape, x.dtype)
+        np.subtract(x2, mean, out=xc)
+        np.multiply(xc, xc, out=y)  # y as scratch for the squares
+        var = ones @ y / n
+        self.inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
+        for name, batch in (("mean", mean), ("var", var * n / max(n - 1, 1))):  # unbiased, as inference sees
+            self.state[name] *= self.momentum
+            self.state[name] += (1 - self.momentum) * batch
+        np.multiply(xc, gamma * self.inv_std, out=y)  # gamma * xhat
+        y += beta
+        self.xc = xc
+        return y.reshape(x.shape)
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        dy2 = dy.reshape(-1, self.channels)
+        n, ones = len(dy2), self.ones(len(dy2), dy.dtype)
+        np.matmul(ones, dy2, out=self.grads["beta"])  # sum of dy per channel
+        tmp = self.buffer("tmp", dy2.shape, dy.dtype)
+        np.multiply(dy2, self.xc, out=tmp)
+        np.matmul(ones, tmp, out=self.grads["gamma"])
+        self.grads["gamma"] *= self.inv_std  # sum of dy * xhat per channel
+        if not need_dx:
+            return None
+        # dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat)), the batch statistics' share
+        # included; as a * dy + b * (x - mean) + c with per-channel a, b, c, in four passes
+        a = self.params["gamma"] * self.inv_std
+        b = -a * self.inv_std * self.grads["gamma"] / n
+        c = -a * self.grads["beta"] / n
+        np.multiply(self.xc, b, out=tmp)
+        tmp += c
+        dy2 *= a  # dy is this layer's to change, as ReLU's backward changes its own
+        tmp += dy2
+        return tmp.reshape(dy.shape)
+
+    def decayed(self) -> list[np.ndarray]:
+        return []
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero a fraction `rate` of inputs and scale the rest by 1/(1-rate),
+    so inference is the identity. The mask comes from the network's training rng (set by train())."""
+
+    kind = "dropout"
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.rng: np.random.Generator | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if not training:
+            return x  # and no state written: inference stays safe from several threads
+        if self.rate == 0:
+            self.mask = None
+            return x
+        if self.rng is None:
+            raise RuntimeError("dropout needs the training rng: call set_rng() on the network first")
+        self.mask = self.buffer("mask", x.shape, x.dtype)
+        self.rng.random(out=self.mask, dtype=x.dtype)
+        self.mask[...] = self.mask >= self.rate
+        self.mask *= 1 / (1 - self.rate)  # 0 or 1/(1-rate)
+        return np.multiply(x, self.mask, out=self.buffer("y", x.shape, x.dtype))
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        return dy if self.mask is None else np.multiply(dy, self.mask, out=self.buffer("dx", dy.shape, dy.dtype))
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "rate": self.rate}
+
+
+def _positive_int(spec: dict, key: str, limit: int) -> int:
+    value = spec.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+        raise ValueError(f"layer {spec!r}: {key!r} must be an integer from 1 to {limit}")
+    return value
+
+
+def _rate(spec: dict) -> float:
+    rate = spec.get("rate")
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate < 1:
+        raise ValueError(f"layer {spec!r}: 'rate' must be a number in [0, 1)")
+    return float(rate)
+
+
+MAX_UNITS = 65536  # per layer; more is a damaged description, not a network
+MAX_KERNEL = 28
+MAX_FILTERS = 1024
+
+# How each kind is made from its description, with the keys it takes.
+LAYER_KINDS: dict[str, tuple[set[str], Any]] = {
+    "conv": (
+        {"filters", "size"},
+        lambda s: Conv2D(_positive_int(s, "filters", MAX_FILTERS), _positive_int(s, "size", MAX_KERNEL)),
+    ),
+    "maxpool": ({"size"}, lambda s: MaxPool2D(_positive_int(s, "size", MAX_KERNEL))),
+    "relu": (set(), lambda s: ReLU()),
+    "flatten": (set(), lambda s: Flatten()),
+    "dense": ({"units"}, lambda s: Dense(_positive_int(s, "units", MAX_UNITS))),
+    "dropout": ({"rate"}, lambda s: Dropout(_rate(s))),
+    "batchnorm": (set(), lambda s: BatchNorm()),
+}
+
+
+def from_spec(spec: Any) -> Layer:
+    """A layer from its card description, e.g. {"type": "conv", "filters": 32, "size": 5}."""
+    if not isinstance(spec, dict) or spec.get("type") not in LAYER_KINDS:
+        raise ValueError(f"a layer is an object with a 'type' among {sorted(LAYER_KINDS)}, got {spec!r}")
+    keys, make = LAYER_KINDS[spec["type"]]
+    unknown = set(spec) - keys - {"type"}
+    if unknown:
+        raise ValueError(f"layer {spec!r}: unknown key(s) {sorted(unknown)}")
+    return make(spec)
+
+
+def describe(layers: Any) -> str:
+    """A short name for a card's layers: "784-256-10" for sizes, "32C5-P2-64C5-P2-256-10" for layer
+    objects (the usual notation: filters C kernel, P pool, dense units, D dropout; ReLU and flatten
+    implied)."""
+    if not isinstance(layers, list):
+        return "?"
+    if all(isinstance(n, int) for n in layers):
+        return "-".join(map(str, layers))
+    names = {
+        "conv": lambda s: f"{s.get('filters')}C{s.get('size')}",
+        "maxpool": lambda s: f"P{s.get('size')}",
+        "dense": lambda s: str(s.get("units")),
+        "dropout": lambda s: f"D{s.get('rate')}",
+        "batchnorm": lambda s: "BN",
+    }
+    kinds = [s.get("type") if isinstance(s, dict) else None for s in layers]
+    return "-".join(names[k](s) for k, s in zip(kinds, layers, strict=True) if k in names)
