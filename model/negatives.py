@@ -55,8 +55,11 @@ def _stroke_mask(strokes: list[np.ndarray], rng: np.random.Generator, size: int)
     r = pen * ss / 2
     for s in strokes:
         q = [((x - lo[0]) * scale * ss + x0 * ss, (y - lo[1]) * scale * ss + y0 * ss) for x, y in s]
-        d.line(q, fill=255, width=pen * ss, joint="curve")
-        for x, y in (q[0], q[-1]):
+        d.line(q, fill=255, width=pen * ss)
+        # A round pen leaves a disc at every point: the joints and both ends. Discs drawn in C are twice
+        # as fast as line(joint="curve"), whose pie slices are computed in Python (24,000 negatives:
+        # 40 s instead of 75 s), and the masks differ by 0.9 grey levels in 255 on average.
+        for x, y in q:
             d.ellipse((x - r, y - r, x + r, y + r), fill=255)
     return mask.resize((size, size), Image.Resampling.BOX)
 
