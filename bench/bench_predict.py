@@ -1,10 +1,13 @@
 """Load on a real server: wrk posting a 280x280 canvas PNG to /predict.
 
     python bench/bench_predict.py [--workers 2] [--connections 16] [--seconds 10]
+    python bench/bench_predict.py --versions default cnn     # each model in turn, same server, same run
 
-Starts `uvicorn app.main:app --workers N` on 127.0.0.1 with the shipped weights, runs Debian's wrk
+Starts `digits serve --workers N` on 127.0.0.1 with the shipped weights, runs Debian's wrk
 (installed with apt-get when missing and running as root), and prints requests/s, latency
 percentiles and errors. Target (issue 3): >= 1,000 requests/s with 2 workers, p99 <= 50 ms, 0 errors.
+With --versions, it activates each version through the admin API, measures it, and prints each
+one's throughput against the first's (issue 12: the CNN >= 70% of the MLP's).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,12 +91,29 @@ def describe(label: str, r: dict) -> str:
     )
 
 
+TOKEN = "bench-token"
+
+
+def activate(url: str, version: str) -> None:
+    """Activate `version` and wait until every worker serves it (they poll the pointer every 0.25 s)."""
+    r = httpx.post(f"{url}/models/{version}/activate", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    r.raise_for_status()
+    deadline, seen = time.monotonic() + 10, 0
+    while seen < 20:  # 20 answers in a row from the new version: both workers have switched
+        served = httpx.get(f"{url}/readyz", timeout=5).json().get("model_version")
+        seen = seen + 1 if served == version else 0
+        if time.monotonic() > deadline:
+            sys.exit(f"workers still serve {served} 10 s after activating {version}")
+        time.sleep(0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--http", default=None, help="uvicorn's HTTP implementation (default: what `digits serve` uses)")
+    ap.add_argument("--versions", nargs="+", help="measure each of these model versions in turn")
     args = ap.parse_args()
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp:
@@ -106,9 +128,19 @@ def main() -> None:
         command = [sys.executable, "-m", "digits", "serve", "--workers", str(args.workers), "--no-access-log"]
         if args.http:
             command += ["--http", args.http]
-        with uvicorn_server(tmp / "var", workers=args.workers, command=command) as server:
-            run_wrk(wrk, server.url, script, png, args.connections, 2)  # warm-up
-            r = run_wrk(wrk, server.url, script, png, args.connections, args.seconds)
+        results = {}
+        with uvicorn_server(tmp / "var", workers=args.workers, command=command, token=TOKEN) as server:
+            for version in args.versions or [None]:
+                if version is not None:
+                    activate(server.url, version)
+                run_wrk(wrk, server.url, script, png, args.connections, 2)  # warm-up
+                results[version] = run_wrk(wrk, server.url, script, png, args.connections, args.seconds)
+    if args.versions:
+        first = results[args.versions[0]]
+        for version, r in results.items():
+            print(describe(f"POST /predict, {version}", r) + f"; {r['rps'] / first['rps']:.0%} of {args.versions[0]}")
+        return
+    r = results[None]
     print(describe("POST /predict (multipart PNG)", r))
     ok = r["rps"] >= 1000 and r["p99_ms"] <= 50 and r["non2xx"] + r["read_err"] + r["connect_err"] == 0
     print(f"target >= 1,000 req/s, p99 <= 50 ms, 0 errors: {'met' if ok else 'NOT met'}")

@@ -18,9 +18,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import LUA, canvas_png, describe, ensure_wrk, run_wrk, uvicorn_server
-
-TOKEN = "bench-token"
+from bench_predict import LUA, TOKEN, canvas_png, describe, ensure_wrk, run_wrk, uvicorn_server
 
 
 def main() -> None:

@@ -33,7 +33,14 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         if f.name == "layers":
-            group.add_argument(flag, type=int, nargs="+", metavar="N", help="e.g. 784 512 256 10")
+            group.add_argument(
+                flag,
+                nargs="+",
+                metavar="L",
+                type=_layer_arg,
+                help='sizes of a dense stack, e.g. 784 512 256 10; or one JSON list of layer objects, e.g. '
+                '\'[{"type": "conv", "filters": 8, "size": 5}, {"type": "flatten"}, {"type": "dense", "units": 10}]\'',
+            )
         elif f.name in CHOICES:
             group.add_argument(flag, choices=CHOICES[f.name])
         elif hint in (int, int | None):
@@ -44,12 +51,33 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=str)
 
 
+def _layer_arg(text: str) -> int | list:
+    if text.lstrip().startswith("["):
+        try:
+            layers = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"not a JSON list of layers: {e}") from None
+        if not isinstance(layers, list):
+            raise argparse.ArgumentTypeError("layers in JSON must be a list")
+        return layers
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a layer size is an integer, got {text!r}") from None
+
+
 def _overrides(args: argparse.Namespace) -> dict:
-    return {
+    values = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
+    layers = values.get("layers")
+    if layers and any(isinstance(v, list) for v in layers):
+        if len(layers) != 1:
+            raise SystemExit("--layers takes sizes, or one JSON list of layer objects, not both")
+        values["layers"] = layers[0]
+    return values
 
 
 class _ProgressBar:
