@@ -38,7 +38,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         # One BLAS thread per worker: a single image gains nothing from more, and on a small machine
         # the workers' spin-waiting BLAS threads would fight each other (and training) for the cores.
         threadpool_limits(limits=1, user_api="blas")
-        registry = Registry(settings.runtime_dir, settings.weights_dir)
+        registry = Registry(settings.runtime_dir, settings.weights_dir, settings.initial_version)
         registry.ensure()
         metrics.remove_dead_process_files()
         holder = ModelHolder(registry, on_change=metrics.set_active_version)

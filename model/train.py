@@ -70,21 +70,23 @@ class Batches:
             self.augmenter: Distorter | ShiftAugmenter | None = Distorter(data.x, distortions, self.dtype)
         else:
             self.augmenter = ShiftAugmenter(data.x, config.augment_shift) if config.augment_shift else None
-        self.x_all = None if self.augmenter else from_pixels(data.x, self.dtype)  # (n, 784), normalised once
+        plain = self.augmenter is None or config.clean_epochs > 0  # some epochs see the images as they are
+        self.x_all = from_pixels(data.x, self.dtype) if plain else None  # (n, 784), normalised once
         self.x_batch = np.empty((self.size, data.x.shape[1]), self.dtype)
         self.y_all = data.y.astype(np.intp)
 
-    def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(self, augment: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(x, y) batches of one epoch: x (m, 784) float, y (m,) labels; x is reused between batches."""
         full_batch = self.size == self.n
         perm = np.arange(self.n) if full_batch else self.rng.permutation(self.n)
+        augmenter = self.augmenter if augment else None
         for start in range(0, self.n, self.size):
             idx = perm[start : start + self.size]
             m = len(idx)
-            if isinstance(self.augmenter, Distorter):
-                xb = self.augmenter.batch(idx, self.rng)  # floats in [0, 1] already
-            elif self.augmenter is not None:
-                xb = from_pixels(self.augmenter.batch(idx, self.rng), self.dtype, out=self.x_batch[:m])
+            if isinstance(augmenter, Distorter):
+                xb = augmenter.batch(idx, self.rng)  # floats in [0, 1] already
+            elif augmenter is not None:
+                xb = from_pixels(augmenter.batch(idx, self.rng), self.dtype, out=self.x_batch[:m])
             elif full_batch:
                 xb = self.x_all
             else:
@@ -136,7 +138,7 @@ def train(
     step = 0
     for epoch in range(1, config.epochs + 1):
         meter.new_epoch()
-        for i, (xb, yb) in enumerate(batches.epoch(), 1):
+        for i, (xb, yb) in enumerate(batches.epoch(augment=epoch <= config.epochs - config.clean_epochs), 1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled at epoch {epoch}, step {step}")
             lr = schedule(step)

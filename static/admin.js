@@ -325,7 +325,7 @@
         name.append(details);
       }
       const real = v.holdout ? `${pct(v.holdout.accuracy)} (${v.holdout.n})` : "–";
-      tr.append(name, el("td", (m.layers || []).join("-"), { class: "narrow-hide" }), el("td", pct(test.accuracy)),
+      tr.append(name, el("td", v.architecture, { class: "narrow-hide" }), el("td", pct(test.accuracy)),
                 el("td", pct(m.canvas && m.canvas.accuracy)), el("td", real, { class: "holdout" }),
                 el("td", m.created || "–", { class: "narrow-hide" }));
       const action = el("td");

@@ -14,6 +14,7 @@ import pytest
 from conftest import STROKE
 
 from app.infra.settings import Settings
+from app.services.registry import INITIAL_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,23 +27,25 @@ def test_models_lists_committed_versions_with_metadata(client):
     r = client.get("/models")
     assert r.status_code == 200
     body = r.json()
-    assert body["active"] == "default" and body["serving"] == "default"
+    assert body["active"] == INITIAL_VERSION == "cnn" and body["serving"] == INITIAL_VERSION
     versions = {v["version"]: v for v in body["versions"]}
-    assert {"default", "seed"} <= set(versions)
-    assert versions["default"]["active"] and not versions["seed"]["active"]
-    assert versions["seed"]["metadata"]["layers"] == [784, 10, 10]
+    assert {"cnn", "default", "seed"} <= set(versions)
+    assert versions["cnn"]["active"] and not versions["seed"]["active"] and not versions["default"]["active"]
+    assert versions["seed"]["metadata"]["layers"] == [784, 10, 10] and versions["seed"]["architecture"] == "784-10-10"
     assert versions["default"]["metadata"]["test"]["accuracy"] >= 0.992
+    assert versions["cnn"]["metadata"]["test"]["accuracy"] >= 0.996
+    assert versions["cnn"]["architecture"] == "16C5-P2-BN-64C5-P2-BN-D0.3-256-BN-D0.3-10"
 
 
 def test_activate_and_roll_back(client, admin, mnist_test):
     pixels = mnist_test.x[0].tolist()
-    assert _digit(client, pixels)["model_version"] == "default"
+    assert _digit(client, pixels)["model_version"] == INITIAL_VERSION
     r = client.post("/models/seed/activate", headers=admin)
     assert r.status_code == 200 and r.json()["version"] == "seed" and r.json()["active"]
     assert _digit(client, pixels)["model_version"] == "seed"
     assert client.get("/models").json()["active"] == "seed"
     r = client.post("/models/default/activate", headers=admin)
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.json()["architecture"] == "784-1024-1024-10"
     assert _digit(client, pixels)["model_version"] == "default"
 
 
@@ -55,7 +58,7 @@ def test_admin_routes_need_the_token(client, headers):
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
     assert "admin token" in r.json()["detail"]
-    assert client.get("/models").json()["active"] == "default"
+    assert client.get("/models").json()["active"] == INITIAL_VERSION
 
 
 def test_unknown_and_invalid_versions_are_404(client, admin):
@@ -69,21 +72,21 @@ def test_corrupt_version_is_refused_and_never_served(client, admin, settings, ca
     (models / "broken.npz").write_bytes(good[: len(good) // 3])
     r = client.post("/models/broken/activate", headers=admin)
     assert r.status_code == 422 and "failed validation" in r.json()["detail"]
-    assert client.get("/models").json()["active"] == "default"
+    assert client.get("/models").json()["active"] == INITIAL_VERSION
     # Even a pointer edited by hand to a bad version leaves the served model in place.
     (settings.runtime_dir / "active").write_text("broken\n")
     holder = client.app.state.holder
     with caplog.at_level(logging.ERROR, logger="digits.serving"):
         assert holder.refresh() is False
-    assert holder.current.version == "default"
+    assert holder.current.version == INITIAL_VERSION
     assert any("refused to load" in rec.getMessage() for rec in caplog.records)
-    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == INITIAL_VERSION
 
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
-    assert r.status_code == 200 and r.json()["model_version"] == "default"
+    assert r.status_code == 200 and r.json()["model_version"] == INITIAL_VERSION
 
 
 def test_not_ready_without_a_valid_model(make_client, tmp_path):
@@ -107,7 +110,7 @@ def test_metrics_count_requests_predictions_and_the_active_version(client, mnist
     assert ok and int(float(ok.group(1))) >= 3 and bad
     assert 'digits_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/predict",status="200"}' in text
     assert re.search(r'digits_predictions_total\{digit="7"\} [1-9]', text)
-    assert re.search(r'digits_active_model_info\{version="default"\} 1', text)
+    assert re.search(r'digits_active_model_info\{version="cnn"\} 1', text)
 
 
 def test_generated_admin_token_is_shared_and_never_a_default(make_client, tmp_path, caplog):
@@ -161,7 +164,7 @@ def test_a_model_expecting_other_input_is_never_served(client, admin, settings):
     weights_io.save(settings.runtime_dir / "models" / "other.npz", net, card)
     r = client.post("/models/other/activate", headers=admin)
     assert r.status_code == 422 and "resize-whole-canvas" in r.json()["detail"]
-    assert client.get("/models").json()["active"] == "default"
+    assert client.get("/models").json()["active"] == INITIAL_VERSION
 
 
 def test_changed_committed_weights_are_reported_not_swapped_in(tmp_path, make_client, caplog):

@@ -9,6 +9,7 @@ import pytest
 from conftest import mnist_png, png_bytes
 from PIL import Image
 
+from app.services.registry import INITIAL_VERSION
 from model.drawings import draw
 
 # MNIST test images 0-4 are labelled 7, 2, 1, 0, 4; the shipped model gets all five right.
@@ -25,7 +26,7 @@ def _check_prediction(body, digit):
     assert len(probs) == 10 and all(np.isfinite(probs)) and abs(sum(probs) - 1) < 1e-4
     assert body["confidence"] == pytest.approx(max(probs))
     assert isinstance(body["uncertain"], bool)
-    assert body["model_version"] == "default"
+    assert body["model_version"] == INITIAL_VERSION
 
 
 def test_multipart_upload(client, mnist_test):
@@ -218,7 +219,7 @@ def test_batch_multipart_keeps_order_and_reports_bad_items(client):
     r = client.post("/predict/batch", files=files)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["count"] == 3 and body["failed"] == 1 and body["model_version"] == "default"
+    assert body["count"] == 3 and body["failed"] == 1 and body["model_version"] == INITIAL_VERSION
     a, bad, b = body["items"]
     assert [a["index"], bad["index"], b["index"]] == [0, 1, 2]
     assert a["ok"] and a["result"]["digit"] == 1

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from browser import (
     touch_stroke,
     wait_prediction,
 )
+from conftest import STROKE
 from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect, sync_playwright
 from servers import uvicorn_server
@@ -208,8 +210,9 @@ def test_admin_flow_end_to_end(context, server):
     page.fill("#token", TOKEN)
     page.click("#sign-in")
     expect(page.locator("#admin")).to_be_visible()
-    expect(page.locator("#models > tbody > tr")).to_have_count(2)  # default and seed
-    expect(page.locator("#models tr[data-version=default] .badge.active")).to_be_visible()
+    expect(page.locator("#models > tbody > tr")).to_have_count(3)  # cnn, default and seed
+    expect(page.locator("#models tr[data-version=cnn] .badge.active")).to_be_visible()
+    expect(page.locator("#models tr[data-version=cnn]")).to_contain_text("16C5-P2-BN-64C5-P2-BN-")
 
     page.select_option("#preset", "tiny")
     page.fill("input[name=epochs]", "40")
@@ -221,7 +224,7 @@ def test_admin_flow_end_to_end(context, server):
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=60_000)
     expect(page.locator("#message")).to_contain_text("finished")
     expect(page.locator("#history > tbody > tr").first.locator(".badge")).to_have_text("succeeded")
-    expect(page.locator("#models > tbody > tr")).to_have_count(3)
+    expect(page.locator("#models > tbody > tr")).to_have_count(4)
     version = httpx.get(server.url + "/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"][0][
         "version"
     ]
@@ -399,3 +402,30 @@ def _seven_png(side: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_a_cnn_run_starts_from_the_admin_page_with_progress_and_the_cnn_is_activated_there(context, server):
+    page = context.new_page()
+    page.goto(server.url + "/admin")
+    page.fill("#token", TOKEN)
+    page.click("#sign-in")
+    page.locator("#models tr[data-version=seed]").get_by_role("button", name="Activate seed").click()
+    expect(page.locator("#models tr[data-version=seed] .badge.active")).to_be_visible()
+    # The CNN preset runs in the background process like any job, and reports its progress.
+    page.select_option("#preset", "cnn")
+    page.fill("input[name=epochs]", "1")
+    page.click("#start")
+    expect(page.locator("#run")).to_be_visible()
+    page.wait_for_function("document.querySelector('#progress-bar').value > 0", timeout=60_000)
+    expect(page.locator("#progress-text")).to_contain_text("epoch 1")
+    job = httpx.get(server.url + "/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"][0]
+    assert job["preset"] == "cnn" and job["status"] == "running" and job["progress"]["step"] > 0
+    page.click("#cancel")
+    expect(page.locator("#run-status")).to_have_text("cancelled", timeout=30_000)
+    # The shipped CNN is activated from the same page, and the drawing page is answered by it.
+    page.locator("#models tr[data-version=cnn]").get_by_role("button", name="Activate cnn").click()
+    expect(page.locator("#models tr[data-version=cnn] .badge.active")).to_be_visible()
+    deadline = time.monotonic() + 2  # every worker follows the pointer within a second
+    while httpx.post(server.url + "/predict", json={"pixels": STROKE}).json()["model_version"] != "cnn":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -229,7 +229,7 @@ def test_shipped_dense_files_still_load_as_dense_networks():
 
 def test_describe_names_layers_in_the_usual_notation():
     assert describe([784, 256, 10]) == "784-256-10"
-    assert describe(PRESETS["cnn"].layers).startswith("32C5-P2-64C5-P2-")
+    assert describe(PRESETS["cnn"].layers) == "16C5-P2-BN-64C5-P2-BN-D0.3-256-BN-D0.3-10"
 
 
 def test_distortions_are_reproducible_and_keep_the_digit_in_place():
@@ -248,3 +248,30 @@ def test_distortions_are_reproducible_and_keep_the_digit_in_place():
     assert np.all(np.abs(rows - 10) < 4)  # and stays about where it was
     still = Distorter(x, Distortions())
     np.testing.assert_allclose(still.batch(idx, rng), x / 255, atol=1e-6)  # no distortion: the image itself
+
+
+def test_a_small_cnn_learns_and_its_seed_reproduces_it():
+    """Dropout masks and distortions come from the run's generator: the same seed, the same weights."""
+    from model.data import load_mnist, split
+    from model.evaluation import evaluate
+    from model.train import train
+
+    layers = [
+        {"type": "conv", "filters": 6, "size": 5},
+        {"type": "maxpool", "size": 4},
+        {"type": "batchnorm"},
+        {"type": "relu"},
+        {"type": "flatten"},
+        {"type": "dropout", "rate": 0.2},
+        {"type": "dense", "units": 10},
+    ]
+    cfg = TrainConfig(
+        layers=layers, lr=1e-2, epochs=3, train_size=3000, val_size=1000, augment_shift=1, augment_rotate=8
+    )
+    tr, va = split(load_mnist().train, cfg.train_size, cfg.val_size)
+    first, again = train(cfg, tr, va), train(cfg, tr, va)
+    np.testing.assert_array_equal(first.network.params, again.network.params)
+    np.testing.assert_array_equal(first.network.state, again.network.state)  # batch norm's running statistics
+    other = train(cfg.replace(seed=1), tr, va)
+    assert not np.array_equal(first.network.params, other.network.params)
+    assert evaluate(first.network, va).accuracy > 0.85

@@ -14,7 +14,7 @@ from conftest import STROKE, TOKEN
 
 from app.infra.settings import Settings
 from app.services.job_store import JobStore
-from app.services.registry import Registry
+from app.services.registry import INITIAL_VERSION, Registry
 from app.services.training_process import run_job
 from model import weights
 from model.config import preset
@@ -80,7 +80,7 @@ def test_a_job_runs_to_success_and_registers_a_version(client, admin):
     assert meta["job_id"] == job["id"]
     assert done["result"]["test_accuracy"] == meta["test"]["accuracy"]
     # A tiny network does not beat the shipped one: registered, not promoted.
-    assert done["promoted"] is False and client.get("/models").json()["active"] == "default"
+    assert done["promoted"] is False and client.get("/models").json()["active"] == INITIAL_VERSION
     history = client.get("/train", headers=admin).json()["jobs"]
     assert history[0]["id"] == job["id"] and history[0]["duration_s"] > 0
 
@@ -176,7 +176,7 @@ def test_a_killed_training_process_fails_and_registers_nothing(client, admin):
     assert done["status"] == "failed" and "SIGKILL" in done["error"]
     assert running["progress"]["step"] > 0
     assert versions(client) == before
-    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == INITIAL_VERSION
 
 
 def test_restart_marks_running_jobs_interrupted(make_client, settings, admin):
@@ -234,8 +234,8 @@ def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
     assert run_job(job.id, store, registry, None) == "failed"
     row = store.get(job.id)
     assert row.status == "failed" and "No space left on device" in row.error
-    assert sorted(p.name for p in registry.models.iterdir()) == ["default.npz", "seed.npz"]  # no temp files left
-    assert registry.active_version() == "default"
+    assert sorted(p.name for p in registry.models.iterdir()) == ["cnn.npz", "default.npz", "seed.npz"]  # no temp files
+    assert registry.active_version() == INITIAL_VERSION
 
 
 @pytest.fixture
@@ -266,3 +266,20 @@ def test_a_real_full_disk_fails_the_job_and_keeps_serving(tmp_path, tiny_filesys
     assert sorted(p.name for p in tiny_filesystem.iterdir()) == ["default.npz"]  # no partial file left
     assert client.get("/models").json()["active"] == "default"
     assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
+
+
+def test_a_cnn_job_trains_in_the_background_and_its_version_is_served(client, admin):
+    """The `cnn` preset through the same service as any job: progress, a registered version whose card
+    describes its layers, activation, answers from it. One short epoch on 1,000 images, no detector."""
+    body = {"preset": "cnn", "epochs": 1, "train_size": 1000, "detector_epochs": 0, "activate": "always"}
+    job = client.post("/train", json=body, headers=admin).json()
+    assert job["config"]["layers"][0] == {"type": "conv", "filters": 16, "size": 5}
+    done, seen = wait_for(client, job["id"], {"succeeded", "failed"}, timeout=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert any(j["progress"] for j in seen) and done["promoted"] is True
+    listed = next(v for v in client.get("/models").json()["versions"] if v["version"] == done["version"])
+    assert listed["architecture"].startswith("16C5-P2-BN-64C5-P2-BN-") and listed["active"]
+    assert listed["metadata"]["layers"] == job["config"]["layers"] and listed["metadata"]["calibration"]
+    assert served_within(client, done["version"], 5)
+    r = client.post("/predict", json={"pixels": STROKE})
+    assert r.status_code == 200 and r.json()["model_version"] == done["version"]

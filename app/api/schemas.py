@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.services.job_store import Job, JobStatus
-from model.config import MAX_SHIFT, PRESETS
+from model.config import MAX_ELASTIC, MAX_ROTATE, MAX_SCALE, MAX_SHIFT, PRESETS
 from model.optimizers import OPTIMIZERS, SCHEDULES
 from model.spec import N_CLASSES
 
@@ -130,6 +130,11 @@ class ReviewResult(BaseModel):
 class ModelVersion(BaseModel):
     version: str
     active: bool
+    architecture: str = Field(
+        description="the layers in short: 784-256-10 for a dense stack, 32C5-P2-64C5-P2-256-10 for a CNN "
+        "(filters C kernel, P pool, dense units)",
+        examples=["784-1024-1024-10"],
+    )
     metadata: dict[str, Any]
     holdout: dict[str, Any] | None = Field(
         None, description="accuracy on today's real-drawing holdout (n, per class), once measured on it"
@@ -172,6 +177,10 @@ class TrainRequest(BaseModel):
     optimizer: OptimizerName | None = None
     weight_decay: float | None = Field(None, ge=0, le=1)
     augment_shift: int | None = Field(None, ge=0, le=MAX_SHIFT)
+    augment_rotate: float | None = Field(None, ge=0, le=MAX_ROTATE, description="degrees")
+    augment_scale: float | None = Field(None, ge=0, le=MAX_SCALE, description="relative size change")
+    augment_elastic: float | None = Field(None, ge=0, le=MAX_ELASTIC, description="RMS pixels of elastic warp")
+    detector_epochs: int | None = Field(None, ge=0, le=50, description="0: no not-a-digit detector")
     train_size: int | None = Field(None, ge=100, le=60_000)
     val_size: int | None = Field(None, ge=0, le=20_000)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.services.registry import INITIAL_VERSION
 from model.images import DEFAULT_MAX_PIXELS
 from model.paths import MNIST_DIR, WEIGHTS_DIR
 
@@ -19,6 +20,9 @@ class Settings(BaseSettings):
 
     runtime_dir: Path = Field(Path("var"), description="versioned models, the active pointer, job database")
     weights_dir: Path = Field(WEIGHTS_DIR, description="committed weights that seed the registry")
+    initial_version: str = Field(
+        INITIAL_VERSION, description="the committed version a fresh install serves (then: the admin's choice)"
+    )
     data_dir: Path = Field(MNIST_DIR, description="MNIST folder")
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width x height) decoded")

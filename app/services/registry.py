@@ -27,6 +27,9 @@ log = logging.getLogger("digits.registry")
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_VERSION = "default"
+# What a fresh install serves: the committed model that won on MNIST's test set and on the drawings
+# (README, "Which model is served"); "default" when the seed folder has no such file.
+INITIAL_VERSION = "cnn"
 
 
 class UnknownVersion(LookupError):
@@ -101,8 +104,9 @@ def promotion(
 
 
 class Registry:
-    def __init__(self, runtime_dir: Path, seed_dir: Path | None = None) -> None:
+    def __init__(self, runtime_dir: Path, seed_dir: Path | None = None, initial: str = INITIAL_VERSION) -> None:
         self.root = Path(runtime_dir)
+        self.initial = initial
         self.models = self.root / "models"
         self.pointer = self.root / "active"
         self.seed_dir = seed_dir
@@ -111,7 +115,8 @@ class Registry:
     # ---- setup -------------------------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the folders; copy in the committed weights and point at 'default' on first start."""
+        """Create the folders; copy in the committed weights and point at the initial version (or
+        'default') on first start."""
         self.models.mkdir(parents=True, exist_ok=True)
         if self.seed_dir is not None and self.seed_dir.is_dir():
             for src in sorted(self.seed_dir.glob("*.npz")):
@@ -126,8 +131,10 @@ class Registry:
                         "registered file to take the committed one",
                         extra={"committed": str(src), "registered": str(dst)},
                     )
-        if not self.pointer.exists() and self.path(DEFAULT_VERSION).exists():
-            atomic_write_text(self.pointer, DEFAULT_VERSION + "\n")
+        if not self.pointer.exists():
+            first = next((v for v in (self.initial, DEFAULT_VERSION) if self.path(v).exists()), None)
+            if first is not None:
+                atomic_write_text(self.pointer, first + "\n")
 
     # ---- queries -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from app.api.deps import HolderDep, RegistryDep
 from app.api.schemas import ErrorBody, ModelList, ModelVersion
 from app.services.holdout import HoldoutScores
 from app.services.registry import IncompatibleModel, InvalidVersion, Registry, UnknownVersion
+from model.layers import describe
 from model.weights import WeightsError
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=AdminFirstRoute)
@@ -21,6 +22,12 @@ def _card(registry: Registry, version: str) -> dict:
         return {"error": str(e)}
 
 
+def _version(version: str, active: bool, card: dict, holdout: dict | None = None) -> ModelVersion:
+    return ModelVersion(
+        version=version, active=active, architecture=describe(card.get("layers")), metadata=card, holdout=holdout
+    )
+
+
 @router.get("", response_model=ModelList, summary="Model versions with their metadata")
 def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> ModelList:
     active = registry.active_version()
@@ -30,7 +37,7 @@ def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> M
         active=active,
         serving=holder.current.version if holder.current else None,
         versions=[
-            ModelVersion(version=v, active=v == active, metadata=_card(registry, v), holdout=scores.score(v, today))
+            _version(v, v == active, _card(registry, v), scores.score(v, today))
             for v in registry.versions()
         ],
     )
@@ -76,4 +83,4 @@ def activate(version: str, registry: RegistryDep, holder: HolderDep) -> ModelVer
     except (WeightsError, IncompatibleModel) as e:
         raise HTTPException(422, f"model version {version!r} failed validation and was not activated: {e}") from None
     holder.refresh()  # this worker at once; the others through their watchers
-    return ModelVersion(version=version, active=True, metadata=loaded.card.as_dict())
+    return _version(version, True, loaded.card.as_dict())
