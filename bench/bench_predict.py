@@ -1,7 +1,7 @@
 """Load on a real server: wrk posting a 280x280 canvas PNG to /predict.
 
     python bench/bench_predict.py [--workers 2] [--connections 16] [--seconds 10]
-    python bench/bench_predict.py --versions default cnn     # each model in turn, same server, same run
+    python bench/bench_predict.py --versions default cnn default cnn   # alternating, same server, same run
 
 Starts `digits serve --workers N` on 127.0.0.1 with the shipped weights, runs Debian's wrk
 (installed with apt-get when missing and running as root), and prints requests/s, latency
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,21 @@ def activate(url: str, version: str) -> None:
         time.sleep(0.05)
 
 
+def compare(results: list[tuple[str, dict]]) -> None:
+    """Each measurement, then each version's median throughput against the first version's (a version
+    may be measured several times, alternating, since these machines drift within a run)."""
+    for version, r in results:
+        print(describe(f"POST /predict, {version}", r))
+    by_version: dict[str, list[float]] = {}
+    for version, r in results:
+        by_version.setdefault(version, []).append(r["rps"])
+    base_name, base = next(iter(by_version.items()))
+    for version, rps in by_version.items():
+        med = statistics.median(rps)
+        share = med / statistics.median(base)
+        print(f"{version}: median {med:,.0f} req/s over {len(rps)} runs, {share:.0%} of {base_name}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -128,19 +144,17 @@ def main() -> None:
         command = [sys.executable, "-m", "digits", "serve", "--workers", str(args.workers), "--no-access-log"]
         if args.http:
             command += ["--http", args.http]
-        results = {}
+        results = []
         with uvicorn_server(tmp / "var", workers=args.workers, command=command, token=TOKEN) as server:
             for version in args.versions or [None]:
                 if version is not None:
                     activate(server.url, version)
                 run_wrk(wrk, server.url, script, png, args.connections, 2)  # warm-up
-                results[version] = run_wrk(wrk, server.url, script, png, args.connections, args.seconds)
+                results.append((version, run_wrk(wrk, server.url, script, png, args.connections, args.seconds)))
     if args.versions:
-        first = results[args.versions[0]]
-        for version, r in results.items():
-            print(describe(f"POST /predict, {version}", r) + f"; {r['rps'] / first['rps']:.0%} of {args.versions[0]}")
+        compare(results)
         return
-    r = results[None]
+    r = results[0][1]
     print(describe("POST /predict (multipart PNG)", r))
     ok = r["rps"] >= 1000 and r["p99_ms"] <= 50 and r["non2xx"] + r["read_err"] + r["connect_err"] == 0
     print(f"target >= 1,000 req/s, p99 <= 50 ms, 0 errors: {'met' if ok else 'NOT met'}")

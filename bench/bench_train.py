@@ -172,8 +172,11 @@ def torch_model(layers: list):
             mods.append(nn.Flatten())
         elif kind == "dropout":
             mods.append(nn.Dropout(spec["rate"]))
+        elif kind == "batchnorm":  # over channels before the flatten, over features after it
+            shape = nn.Sequential(*mods)(torch.zeros(2, 1, 28, 28)).shape
+            mods.append(nn.BatchNorm2d(shape[1]) if len(shape) == 4 else nn.BatchNorm1d(shape[1]))
         elif kind == "dense":
-            features = nn.Sequential(*mods)(torch.zeros(1, 1, 28, 28)).shape[1]  # what reaches it
+            features = nn.Sequential(*mods)(torch.zeros(2, 1, 28, 28)).shape[1]  # what reaches it
             mods.append(nn.Linear(features, spec["units"]))
     return nn.Sequential(*mods), (1, 28, 28)
 
