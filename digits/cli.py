@@ -38,7 +38,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
                 nargs="+",
                 metavar="L",
                 type=_layer_arg,
-                help='sizes of a dense stack, e.g. 784 512 256 10; or one JSON list of layer objects, e.g. '
+                help="sizes of a dense stack, e.g. 784 512 256 10; or one JSON list of layer objects, e.g. "
                 '\'[{"type": "conv", "filters": 8, "size": 5}, {"type": "flatten"}, {"type": "dense", "units": 10}]\'',
             )
         elif f.name in CHOICES:

@@ -144,6 +144,7 @@ class TrainConfig:
         )
 
 
+# fmt: off
 # Pooling comes straight after each convolution, so batch norm and ReLU work on a quarter of the
 # values (ReLU commutes with max; batch norm then normalises the pooled values).
 CNN_LAYERS: list[dict[str, Any]] = [
@@ -156,7 +157,6 @@ CNN_LAYERS: list[dict[str, Any]] = [
     {"type": "dense", "units": 10},
 ]
 
-# fmt: off
 PRESETS: dict[str, TrainConfig] = {
     # The classic two-layer network exactly: 784-10-10, U[-0.5, 0.5) init, full-batch gradient
     # descent, alpha 0.1, 500 iterations on the first 41,000 training images (the next 1,000 are

@@ -36,10 +36,7 @@ def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> M
     return ModelList(
         active=active,
         serving=holder.current.version if holder.current else None,
-        versions=[
-            _version(v, v == active, _card(registry, v), scores.score(v, today))
-            for v in registry.versions()
-        ],
+        versions=[_version(v, v == active, _card(registry, v), scores.score(v, today)) for v in registry.versions()],
     )
 
 
