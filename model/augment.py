@@ -30,10 +30,6 @@ class Distortions:
     elastic: float = 0.0  # RMS displacement in pixels of the elastic warp; 0 means none
     sigma: float = 4.0  # pixels: the smoothness of the elastic field
 
-    @property
-    def any(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic)
-
 
 def gaussian_matrix(sigma: float, n: int = SIDE) -> np.ndarray:
     """(n, n) matrix whose product with a column smooths it by a Gaussian, rows summing to 1."""
