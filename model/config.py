@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from model.augment import Distortions
-from model.convnet import Classifier, ConvNet, build_layers
-from model.network import DTYPES, INIT_SCHEMES, Network
+from model.convnet import Classifier, ConvNet, build_layers, is_dense, make_network
+from model.network import DTYPES, INIT_SCHEMES
 from model.optimizers import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, make_optimizer
 from model.spec import N_CLASSES, N_PIXELS
 
@@ -62,7 +62,7 @@ class TrainConfig:
     @property
     def is_dense(self) -> bool:
         """A stack of dense layers given by its sizes (model.network), rather than a list of layers."""
-        return all(isinstance(n, int) and not isinstance(n, bool) for n in self.layers)
+        return is_dense(self.layers)
 
     def _layer_problems(self) -> list[str]:
         if not self.is_dense:
@@ -116,10 +116,9 @@ class TrainConfig:
 
     def network(self, rng: np.random.Generator) -> Classifier:
         """A freshly initialised network of this configuration's layers."""
-        if self.is_dense:
-            return Network(self.layers, np.dtype(self.dtype)).init(rng, self.init)
-        net = ConvNet(self.layers, np.dtype(self.dtype)).init(rng, self.init)
-        net.set_rng(rng)  # dropout masks
+        net = make_network(self.layers, np.dtype(self.dtype)).init(rng, self.init)
+        if isinstance(net, ConvNet):
+            net.set_rng(rng)  # dropout masks
         return net
 
     @property

@@ -43,20 +43,22 @@ def build_layers(specs: Any) -> list[Layer]:
     return layers
 
 
-def _flat(shapes: list[dict[str, tuple[int, ...]]], dtype: np.dtype, n: int) -> list[np.ndarray]:
-    total = sum(int(np.prod(s)) for d in shapes for s in d.values())
-    return [np.zeros(total, dtype) for _ in range(n)]
+def _flat(shapes: list[dict[str, tuple[int, ...]]], dtype: np.dtype) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """One zeroed vector holding every layer's arrays in order, and each layer's views into it."""
+    flat = np.zeros(sum(int(np.prod(s)) for named in shapes for s in named.values()), dtype)
+    views, offset = [], 0
+    for named in shapes:
+        views.append({})
+        for name, shape in named.items():
+            size = int(np.prod(shape))
+            views[-1][name] = flat[offset : offset + size].reshape(shape)
+            offset += size
+    return flat, views
 
 
-def _views(flat: np.ndarray, layers: list[Layer], index: int, which: str) -> dict[str, np.ndarray]:
-    """Layer `index`'s arrays as views into `flat`, which holds every layer's in order."""
-    offset = sum(int(np.prod(s)) for layer in layers[:index] for s in getattr(layer, which)().values())
-    views = {}
-    for name, shape in getattr(layers[index], which)().items():
-        size = int(np.prod(shape))
-        views[name] = flat[offset : offset + size].reshape(shape)
-        offset += size
-    return views
+def is_dense(layers: Any) -> bool:
+    """Sizes of a dense stack (model.network), rather than a list of layer objects."""
+    return isinstance(layers, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in layers)
 
 
 class ConvNet:
@@ -71,12 +73,12 @@ class ConvNet:
     def _allocate(self) -> None:
         """One flat vector for all parameters, one for their gradients and one for the layers' state
         (never optimised); each layer gets views into them."""
-        self.params, self.grads = _flat([layer.param_shapes() for layer in self.layers], self.dtype, 2)
-        self.state = _flat([layer.state_shapes() for layer in self.layers], self.dtype, 1)[0]
-        for i, layer in enumerate(self.layers):
-            layer.params = _views(self.params, self.layers, i, "param_shapes")
-            layer.grads = _views(self.grads, self.layers, i, "param_shapes")
-            layer.state = _views(self.state, self.layers, i, "state_shapes")
+        param_shapes = [layer.param_shapes() for layer in self.layers]
+        self.params, params = _flat(param_shapes, self.dtype)
+        self.grads, grads = _flat(param_shapes, self.dtype)
+        self.state, state = _flat([layer.state_shapes() for layer in self.layers], self.dtype)
+        for layer, p, g, st in zip(self.layers, params, grads, state, strict=True):
+            layer.params, layer.grads, layer.state = p, g, st
 
     @property
     def spec(self) -> list[dict[str, Any]]:
@@ -118,17 +120,16 @@ class ConvNet:
         return np.ascontiguousarray(X, dtype=self.dtype).reshape(len(X), *IMAGE)
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             started = time.perf_counter()
             x = layer.forward(x, training)
-            self._time(layer, "forward", started)
+            self._time(i, "forward", started)
         return x
 
-    def _time(self, layer: Layer, way: str, started: float) -> None:
+    def _time(self, i: int, way: str, started: float) -> None:
         if self.timings is not None:
-            self.timings.setdefault(f"{self.layers.index(layer)}:{layer.kind}:{way}", []).append(
-                time.perf_counter() - started
-            )
+            key = f"{i}:{self.layers[i].kind}:{way}"
+            self.timings.setdefault(key, []).append(time.perf_counter() - started)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         return self._forward(self._as_images(X), training=False)
@@ -162,8 +163,13 @@ class ConvNet:
         for i in range(len(self.layers) - 1, -1, -1):
             started = time.perf_counter()
             dZ = self.layers[i].backward(dZ, need_dx=i > 0)  # no gradient for the input pixels
-            self._time(self.layers[i], "backward", started)
+            self._time(i, "backward", started)
         return BatchResult(loss, P)
 
 
 Classifier = Network | ConvNet  # what answers digits: a dense stack given by its sizes, or a list of layers
+
+
+def make_network(layers: list, dtype: type | np.dtype = np.float32) -> Classifier:
+    """The network a card's or a configuration's `layers` describe (not initialised)."""
+    return Network(layers, dtype) if is_dense(layers) else ConvNet(layers, dtype)

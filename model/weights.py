@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from model.card import CardError, ModelCard
-from model.convnet import Classifier, ConvNet, build_layers
+from model.convnet import Classifier, build_layers, make_network
 from model.files import atomic_file
 from model.network import Network
 from model.predictor import Predictor
@@ -160,8 +160,7 @@ def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> Predict
         if not np.isfinite(arrays[key]).all():
             raise WeightsError(f"{name}: {key} contains NaN or infinite values")
     dtype = next(iter(dtypes))
-    layers = card.layers
-    network = Network(layers, dtype) if isinstance(layers[0], int) else ConvNet(layers, dtype)
+    network = make_network(card.layers, dtype)
     detector = Network(card.detector.layers, dtype) if card.detector else None
     for net, prefix in ((network, ""), (detector, DETECTOR)):
         for key, target in net.named_params().items() if net else ():
