@@ -18,6 +18,8 @@ COPY app/api/__init__.py app/api/__init__.py
 COPY app/api/routes/__init__.py app/api/routes/__init__.py
 COPY app/infra/__init__.py app/infra/__init__.py
 COPY app/services/__init__.py app/services/__init__.py
+COPY app/migrations/__init__.py app/migrations/__init__.py
+COPY app/migrations/versions/__init__.py app/migrations/versions/__init__.py
 COPY digits/__init__.py digits/__init__.py
 RUN pip install -e .
 

@@ -21,14 +21,18 @@ from app.infra import prometheus
 from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
+from app.services.db import open_db
+from app.services.db_registry import open_registry
 from app.services.feedback_store import FeedbackStore, client_salt
 from app.services.holdout import HoldoutScores
 from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
-from app.services.registry import Registry
-from app.services.training_launcher import TrainingLauncher
+from app.services.training_launcher import TrainingLauncher, make_launcher
+from app.services.upkeep import Upkeep
 from model.paths import REPO_ROOT
+
+UPKEEP_INTERVAL_S = 1.0
 
 
 def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[FastAPI], AsyncIterator[None]]:
@@ -38,8 +42,12 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         # One BLAS thread per worker: a single image gains nothing from more, and on a small machine
         # the workers' spin-waiting BLAS threads would fight each other (and training) for the cores.
         threadpool_limits(limits=1, user_api="blas")
-        registry = Registry(settings.runtime_dir, settings.weights_dir, settings.initial_version)
-        registry.ensure()
+        db = open_db(settings.database)
+        registry = open_registry(db, settings.runtime_dir, settings.weights_dir, settings.initial_version)
+        jobs = JobStore(db)
+        launcher = make_launcher(jobs, settings)
+        upkeep = Upkeep(db, registry, launcher)
+        upkeep.try_step()  # on PostgreSQL the database may be away: then it is retried every second
         metrics.remove_dead_process_files()
         holder = ModelHolder(registry, on_change=metrics.set_active_version)
         await asyncio.to_thread(holder.refresh)  # load the active model once, before serving
@@ -51,24 +59,28 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
             settings.max_image_pixels, settings.max_request_pixels, settings.decode_threads
         )
         app.state.admin_token = resolve_admin_token(settings.admin_token, settings.runtime_dir)
-        app.state.jobs = JobStore(settings.runtime_dir / "jobs.sqlite")
-        app.state.training = TrainingLauncher(app.state.jobs, settings)
-        app.state.training.recover()
-        salt = client_salt(settings.runtime_dir)
-        app.state.feedback = FeedbackStore(
-            settings.runtime_dir / "jobs.sqlite", salt, settings.max_feedback_items, settings.max_feedback_bytes
-        )
+        app.state.jobs = jobs
+        app.state.training = launcher
+        if isinstance(launcher, TrainingLauncher):
+            launcher.recover()
+        # The salt of the clients' hashes: per runtime folder on one host, in the database when shared.
+        salt = None if db.is_postgres else client_salt(settings.runtime_dir)
+        app.state.feedback = FeedbackStore(db, salt, settings.max_feedback_items, settings.max_feedback_bytes)
         app.state.feedback_limiter = RateLimiter(settings.feedback_rate)
         app.state.holdout = HoldoutScores(app.state.feedback)
-        watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
+        tasks = [
+            asyncio.create_task(holder.watch(settings.reload_interval_s)),
+            asyncio.create_task(upkeep.run(UPKEEP_INTERVAL_S)),
+        ]
         try:
             yield
         finally:
             await app.state.training.shutdown()
             app.state.image_work.close()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     return lifespan
 

@@ -154,10 +154,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _review(runtime_dir: Path):
+def _review(runtime_dir: Path, database_url: str | None = None):
+    from app.services.db import open_db
     from app.services.feedback_review import Review
     from app.services.feedback_store import FeedbackStore, client_salt
 
+    if database_url:
+        return Review(FeedbackStore(open_db(database_url), None, max_items=10**9))
     runtime_dir.mkdir(parents=True, exist_ok=True)
     store = FeedbackStore(runtime_dir / "jobs.sqlite", client_salt(runtime_dir), max_items=10**9)
     return Review(store)
@@ -167,7 +170,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     """digits feedback export FILE / import FILE: the accepted corrections as a dataset file."""
     from app.services.feedback_store import FeedbackStatus
 
-    review = _review(Path(args.runtime_dir))
+    review = _review(Path(args.runtime_dir), args.database_url)
     if args.action == "export":
         with atomic_file(Path(args.file)) as f:
             n = review.export(f)
@@ -282,6 +285,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """digits db upgrade / current: the schema of the shared database ($DIGITS_DATABASE_URL or SQLite)."""
+    from app.infra.settings import Settings
+    from app.services.db import Db, sqlite_url
+
+    settings = Settings()
+    db = Db(settings.database_url or sqlite_url(settings.database))
+    before = db.revision()
+    if args.action == "upgrade":
+        db.upgrade()
+        print(f"schema: {before or 'none'} -> {db.revision()} ({db.engine.url.render_as_string()})")
+    else:
+        print(f"schema: {before or 'none'} ({db.engine.url.render_as_string()})")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from app.infra.logs import setup_logging
+    from app.infra.settings import Settings
+    from app.services import training_worker
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    threadpool_limits(limits=1, user_api="blas")  # as the web server's training process: see its module
+    return training_worker.main(settings)
+
+
 def _model_commands(sub, settings) -> None:
     """train, calibrate, evaluate, predict: the commands about one weights file."""
     data_help = "MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)"
@@ -322,7 +354,15 @@ def _server_commands(sub, settings) -> None:
     p.add_argument("file")
     p.add_argument("--runtime-dir", default=settings.runtime_dir, help="the server's runtime folder")
     p.add_argument("--pending", action="store_true", help="import for review rather than as accepted")
+    p.add_argument("--database-url", default=settings.database_url, help="the shared database, if there is one")
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("db", help="the shared database's schema: upgrade it in place, or show its revision")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("worker", help="claim and run queued training jobs from the shared database")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("serve", help="start the web app")
     p.add_argument("--host", default="127.0.0.1")

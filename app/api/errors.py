@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -47,10 +48,15 @@ def add_error_handlers(app: FastAPI) -> None:
         detail = f"the server cannot write its runtime folder ({exc.strerror or type(exc).__name__}); try again later"
         return JSONResponse({"detail": detail}, status_code=503)
 
-    @app.exception_handler(sqlite3.Error)
-    async def database_error(request: Request, exc: sqlite3.Error) -> JSONResponse:
-        log.error("database error", extra={"path": request.url.path, "error": str(exc)})
-        return JSONResponse({"detail": f"the database is unavailable ({exc}); try again later"}, status_code=503)
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        # Predictions never reach here: they need no database. What does (training, review, corrections)
+        # waits for it to come back; the pool reconnects by itself.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        log.error("database error", extra={"path": request.url.path, "error": reason})
+        detail = f"the database is unavailable ({reason}); try again later"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ The only reader of the environment: everything else is given a Settings.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,19 @@ class Settings(BaseSettings):
     initial_version: str = Field(
         INITIAL_VERSION, description="the committed version a fresh install serves (then: the admin's choice)"
     )
+    database_url: str | None = Field(
+        None, description="postgresql://user:password@host/db to share state between hosts; unset: SQLite"
+    )
+    training: Literal["auto", "local", "workers"] = Field(
+        "auto",
+        description="who runs training jobs: 'local' (a process this server starts), 'workers' (`digits worker`"
+        " processes; the web server only queues), 'auto' (workers with a database_url, else local)",
+    )
+    heartbeat_s: float = Field(2.0, gt=0, description="how often a training worker says it is alive")
+    worker_timeout_s: float = Field(
+        20.0, gt=0, description="a running job whose worker has been silent this long is marked failed"
+    )
+    worker_poll_s: float = Field(1.0, gt=0, description="how often an idle training worker looks for queued jobs")
     data_dir: Path = Field(MNIST_DIR, description="MNIST folder")
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width x height) decoded")
@@ -40,3 +54,12 @@ class Settings(BaseSettings):
     max_feedback_bytes: int = Field(2 * 1024**3, ge=1, description="bytes of corrections' images kept at most")
     admin_token: str | None = Field(None, validation_alias="ADMIN_TOKEN")
     log_level: str = "INFO"
+
+    @property
+    def uses_workers(self) -> bool:
+        return self.training == "workers" or (self.training == "auto" and self.database_url is not None)
+
+    @property
+    def database(self) -> str | Path:
+        """What app.services.db.open_db takes: the URL, or the runtime folder's SQLite file."""
+        return self.database_url or Path(self.runtime_dir) / "jobs.sqlite"

@@ -9,15 +9,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
+import sqlalchemy as sa
 from PIL import Image
 
+from app.services.db import feedback
 from app.services.feedback_store import FeedbackStatus, FeedbackStore
 from model.spec import SIDE
 
@@ -48,15 +49,14 @@ def holdout(sha256: str) -> bool:
     return int(sha256[:8], 16) % 3 == 0
 
 
-def _where(f: Filters) -> tuple[str, list]:
-    clauses, values = [], []
-    for column, value in (("status", f.status), ("label", f.label), ("client", f.client)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            values.append(value)
+def _where(f: Filters) -> list[sa.ColumnElement]:
+    clauses = [feedback.c[column] == value
+               for column, value in (("status", f.status), ("label", f.label), ("client", f.client))
+               if value is not None]  # fmt: skip
     if f.disagree is not None:
-        clauses.append("predicted != label" if f.disagree else "predicted = label")
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+        same = feedback.c.predicted == feedback.c.label
+        clauses.append(~same if f.disagree else same)
+    return clauses
 
 
 class Review:
@@ -67,35 +67,29 @@ class Review:
 
     def list(self, f: Filters, limit: int = 100, offset: int = 0) -> tuple[int, list[dict]]:
         """(how many match, one page of them): suspicious items first, then the newest."""
-        where, values = _where(f)
-        db = self.store.connection()
-        total = db.execute(f"SELECT COUNT(*) FROM feedback{where}", values).fetchone()[0]
-        bursts = {
-            r[0]
-            for r in db.execute(
-                "SELECT client FROM feedback WHERE created > ? GROUP BY client HAVING COUNT(*) >= ?",
-                (time.time() - BURST_SECONDS, BURST_ITEMS),
+        where = _where(f)
+        c = feedback.c
+        with self.store.db.read() as db:
+            total = db.execute(sa.select(sa.func.count()).select_from(feedback).where(*where)).scalar()
+            recent = c.created > time.time() - BURST_SECONDS
+            bursts = set(
+                db.execute(sa.select(c.client).where(recent).group_by(c.client).having(sa.func.count() >= BURST_ITEMS))
+                .scalars()
             )
-        }
-        rows = db.execute(
-            f"SELECT id, sha256, created, client, label, status, model_version, predicted, probabilities,"
-            f" claimed_digit FROM feedback{where} ORDER BY created DESC",
-            values,
-        ).fetchall()
-        items = [self._item(r, bursts) for r in rows]
-        items.sort(key=lambda it: not it["suspicious"])  # stable: newest first within each group
-        page = items[offset : offset + limit]
-        # The images of this page only: a queue of thousands need not read every blob to show a hundred.
-        marks = ",".join("?" * len(page))
-        images = dict(
-            db.execute(f"SELECT id, input_png FROM feedback WHERE id IN ({marks})", [it["id"] for it in page])
-        )
+            columns = (c.id, c.sha256, c.created, c.client, c.label, c.status, c.model_version, c.predicted,
+                       c.probabilities, c.claimed_digit)  # fmt: skip
+            rows = db.execute(sa.select(*columns).where(*where).order_by(c.created.desc())).all()
+            items = [self._item(r._mapping, bursts) for r in rows]
+            items.sort(key=lambda it: not it["suspicious"])  # stable: newest first within each group
+            page = items[offset : offset + limit]
+            # The images of this page only: a queue of thousands need not read every blob to show a hundred.
+            images = dict(db.execute(sa.select(c.id, c.input_png).where(c.id.in_([it["id"] for it in page]))).all())
         for it in page:
             it["input_png"] = images[it["id"]]
         return total, page
 
     @staticmethod
-    def _item(r: sqlite3.Row, bursts: set[str]) -> dict:
+    def _item(r, bursts: set[str]) -> dict:
         probs = json.loads(r["probabilities"])
         reasons = []
         if r["predicted"] != r["label"] and probs[r["predicted"]] >= SUSPICIOUS_CONFIDENCE:
@@ -111,42 +105,41 @@ class Review:
 
     def review(self, ids: list[str], action: str, label: int | None = None) -> int:
         """Accept, reject or relabel (and accept) items; returns how many there were."""
-        marks = ",".join("?" * len(ids))
-        db = self.store.connection()
         if action == "relabel":
-            sql, values = f"UPDATE feedback SET label = ?, status = ? WHERE id IN ({marks})", [label, "accepted"]
+            values = {"label": label, "status": FeedbackStatus.ACCEPTED.value}
         else:
-            status = FeedbackStatus.ACCEPTED if action == "accept" else FeedbackStatus.REJECTED
-            sql, values = f"UPDATE feedback SET status = ? WHERE id IN ({marks})", [status]
-        return db.execute(sql, (*values, *ids)).rowcount
+            values = {"status": (FeedbackStatus.ACCEPTED if action == "accept" else FeedbackStatus.REJECTED).value}
+        with self.store.db.write() as db:
+            return db.execute(feedback.update().where(feedback.c.id.in_(ids)).values(**values)).rowcount
 
     def delete(self, item_id: str | None = None, client: str | None = None) -> int:
         column, value = ("id", item_id) if item_id is not None else ("client", client)
-        return self.store.connection().execute(f"DELETE FROM feedback WHERE {column} = ?", (value,)).rowcount
+        with self.store.db.write() as db:
+            return db.execute(feedback.delete().where(feedback.c[column] == value)).rowcount
 
-    def _accepted_rows(self, columns: str, part: str | None) -> list[sqlite3.Row]:
-        rows = (
-            self.store.connection()
-            .execute(
-                f"SELECT sha256, {columns} FROM feedback WHERE status = ? ORDER BY sha256", (FeedbackStatus.ACCEPTED,)
-            )
-            .fetchall()
+    def _accepted_rows(self, columns: list[str], part: str | None) -> list[sa.Row]:
+        query = (
+            sa.select(feedback.c.sha256, *(feedback.c[k] for k in columns))
+            .where(feedback.c.status == FeedbackStatus.ACCEPTED.value)
+            .order_by(feedback.c.sha256)
         )
-        return rows if part is None else [r for r in rows if holdout(r["sha256"]) == (part == "holdout")]
+        with self.store.db.read() as db:
+            rows = db.execute(query).all()
+        return rows if part is None else [r for r in rows if holdout(r.sha256) == (part == "holdout")]
 
     def accepted(self, part: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Accepted corrections as (x uint8 (n, 28, 28), labels (n,), sha256s); part "holdout" or "pool"
         for one side of the split."""
-        rows = self._accepted_rows("label, input_png", part)
-        x = np.stack([np.asarray(Image.open(io.BytesIO(r["input_png"])).convert("L")) for r in rows]) if rows else (
+        rows = self._accepted_rows(["label", "input_png"], part)
+        x = np.stack([np.asarray(Image.open(io.BytesIO(r.input_png)).convert("L")) for r in rows]) if rows else (
             np.zeros((0, SIDE, SIDE), np.uint8)
         )  # fmt: skip
-        return x, np.array([r["label"] for r in rows], np.uint8), [r["sha256"] for r in rows]
+        return x, np.array([r.label for r in rows], np.uint8), [r.sha256 for r in rows]
 
     def checksum(self, part: str | None = None) -> str:
         """The accepted set's (or one part's) checksum, from the table alone: no image is read."""
-        rows = self._accepted_rows("label", part)
-        return checksum([r["sha256"] for r in rows], np.array([r["label"] for r in rows]))
+        rows = self._accepted_rows(["label"], part)
+        return checksum([r.sha256 for r in rows], np.array([r.label for r in rows]))
 
     def export(self, file: IO[bytes]) -> int:
         """Write the accepted corrections as an .npz (fields in EXPORT_README); returns how many."""
@@ -162,18 +155,16 @@ class Review:
     ) -> int:
         """Corrections from an export file (already 28x28 inputs): stored once each, under the hash of
         the image first sent when the file has it, so that the holdout split stays the same."""
-        db, added = self.store.connection(), 0
-        for i, (image, label) in enumerate(zip(x, y, strict=True)):
-            png = _png(image)
-            digest = digests[i] if digests is not None else hashlib.sha256(png).hexdigest()
-            cur = db.execute(
-                "INSERT OR IGNORE INTO feedback (id, sha256, created, client, label, status, model_version,"
-                " predicted, probabilities, media_type, original, input_png)"
-                " VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, 'image/png', ?, ?)",
-                (uuid.uuid4().hex[:12], digest, time.time(), client, int(label), status, int(label),
-                 json.dumps([float(d == label) for d in range(10)]), png, png),
-            )  # fmt: skip
-            added += cur.rowcount
+        added = 0
+        with self.store.db.write() as db:
+            for i, (image, label) in enumerate(zip(x, y, strict=True)):
+                png = _png(image)
+                digest = digests[i] if digests is not None else hashlib.sha256(png).hexdigest()
+                row = dict(id=uuid.uuid4().hex[:12], sha256=digest, created=time.time(), client=client,
+                           label=int(label), status=status.value, model_version="", predicted=int(label),
+                           probabilities=json.dumps([float(d == label) for d in range(10)]), media_type="image/png",
+                           original=png, input_png=png)  # fmt: skip
+                added += db.execute(self.store.db.insert_ignoring_duplicates(feedback).values(**row)).rowcount
         return added
 
 

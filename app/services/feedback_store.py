@@ -1,6 +1,6 @@
 """Corrections from the people who draw: what they sent, what the model said, what they say it is.
 
-In the runtime folder's SQLite database (WAL, beside the training jobs). Each image is stored once
+In the shared database, beside the training jobs (app.services.db). Each image is stored once
 (its SHA-256 is the key), as the exact bytes received and as the 28x28 input the server made of it,
 with the served model's answer. Clients are kept as a salted hash of their address, never the
 address; the salt is made once per runtime folder and never leaves it. Nothing here is used for
@@ -19,35 +19,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from app.services.sqlite import Database
+import sqlalchemy as sa
+
+from app.services.db import Db, feedback, open_db, shared_secret
 
 
 class FeedbackStatus(StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL,
-    client TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    predicted INTEGER NOT NULL,
-    probabilities TEXT NOT NULL,
-    claimed_version TEXT,
-    claimed_digit INTEGER,
-    media_type TEXT NOT NULL,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    original BLOB NOT NULL,
-    input_png BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_by_status ON feedback (status, created);
-"""
 
 
 class StoreFull(Exception):
@@ -94,40 +74,41 @@ def client_salt(runtime_dir: Path) -> bytes:
     return salt
 
 
-class FeedbackStore(Database):
-    def __init__(self, path: Path, salt: bytes, max_items: int, max_bytes: int = 2**62) -> None:
-        super().__init__(path, _SCHEMA)
-        self.salt, self.max_items, self.max_bytes = salt, max_items, max_bytes
+class FeedbackStore:
+    def __init__(self, db: Db | Path, salt: bytes | None, max_items: int, max_bytes: int = 2**62) -> None:
+        """salt None: the database's own (`shared_secret`), so that replicas on several hosts agree."""
+        self.db = db if isinstance(db, Db) else open_db(Path(db))
+        self._salt, self.max_items, self.max_bytes = salt, max_items, max_bytes
+
+    @property
+    def salt(self) -> bytes:
+        if self._salt is None:
+            self._salt = shared_secret(self.db, "feedback_client_salt")  # once the database answers
+        return self._salt
 
     def client_id(self, address: str) -> str:
         return hashlib.sha256(self.salt + address.encode()).hexdigest()[:16]
 
     def add(self, c: Correction, address: str) -> Stored:
-        """Store a correction, once per image; raises StoreFull, or sqlite3.Error when the disk says no."""
+        """Store a correction, once per image; raises StoreFull, or a database error when it says no."""
         digest = hashlib.sha256(c.original).hexdigest()
-        db = self.connection()
-        db.execute("BEGIN IMMEDIATE")  # one writer: the count and the insert see the same store
-        try:
-            row = db.execute("SELECT id, status FROM feedback WHERE sha256 = ?", (digest,)).fetchone()
+        with self.db.write(lock="feedback") as conn:  # one writer: the count and the insert see the same store
+            row = conn.execute(sa.select(feedback.c.id, feedback.c.status).where(feedback.c.sha256 == digest)).first()
             if row is not None:
-                db.execute("COMMIT")
-                return Stored(row["id"], True, FeedbackStatus(row["status"]))
-            items, size = db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM feedback").fetchone()
+                return Stored(row.id, True, FeedbackStatus(row.status))
+            items, size = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(feedback.c.bytes), 0))
+            ).one()
             if items >= self.max_items:
                 raise StoreFull(f"the corrections store holds its limit of {self.max_items} items")
             if size + len(c.original) > self.max_bytes:
                 raise StoreFull(f"the corrections store holds its limit of {self.max_bytes} bytes of images")
             item_id = uuid.uuid4().hex[:12]
-            db.execute(
-                "INSERT INTO feedback (id, sha256, created, client, label, status, model_version, predicted,"
-                " probabilities, claimed_version, claimed_digit, media_type, bytes, original, input_png)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (item_id, digest, time.time(), self.client_id(address), c.label, FeedbackStatus.PENDING,
-                 c.model_version, c.predicted, json.dumps(c.probabilities), c.claimed_version, c.claimed_digit,
-                 c.media_type, len(c.original), c.original, c.input_png),
-            )  # fmt: skip
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            conn.execute(feedback.insert().values(
+                id=item_id, sha256=digest, created=time.time(), client=self.client_id(address), label=c.label,
+                status=FeedbackStatus.PENDING.value, model_version=c.model_version, predicted=c.predicted,
+                probabilities=json.dumps(c.probabilities), claimed_version=c.claimed_version,
+                claimed_digit=c.claimed_digit, media_type=c.media_type, bytes=len(c.original), original=c.original,
+                input_png=c.input_png,
+            ))  # fmt: skip
         return Stored(item_id, False, FeedbackStatus.PENDING)

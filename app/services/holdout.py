@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import time
 
+import sqlalchemy as sa
+
+from app.services.db import holdout_scores
 from app.services.feedback_review import Review, checksum
 from app.services.feedback_store import FeedbackStore
 from model.data import Dataset
@@ -17,23 +20,10 @@ from model.evaluation import evaluate
 from model.predictor import Predictor
 from model.spec import N_PIXELS
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS holdout_scores (
-    version TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    accuracy REAL NOT NULL,
-    per_class TEXT NOT NULL,
-    evaluated REAL NOT NULL,
-    PRIMARY KEY (version, checksum)
-);
-"""
-
 
 class HoldoutScores:
     def __init__(self, store: FeedbackStore) -> None:
         self.store = store
-        store.connection().executescript(_SCHEMA)
 
     def current(self) -> tuple[Dataset, str]:
         """Today's holdout (x uint8 (n, 784)) and its checksum."""
@@ -46,10 +36,11 @@ class HoldoutScores:
         if not len(data):
             return None
         ev = evaluate(predictor.network, data)
-        self.store.connection().execute(
-            "INSERT OR REPLACE INTO holdout_scores VALUES (?, ?, ?, ?, ?, ?)",
-            (version, checksum, ev.n, ev.accuracy, json.dumps(ev.per_class), time.time()),
-        )
+        db = self.store.db
+        row = {"version": version, "checksum": checksum, "n": ev.n, "accuracy": ev.accuracy,
+               "per_class": json.dumps(ev.per_class), "evaluated": time.time()}  # fmt: skip
+        with db.write() as conn:
+            conn.execute(db.upsert(holdout_scores, ["version", "checksum"], row))
         return self.score(version, checksum)
 
     def checksum(self) -> str:
@@ -59,15 +50,11 @@ class HoldoutScores:
     def score(self, version: str, checksum: str | None = None) -> dict | None:
         """A version's score on today's holdout (or the one with `checksum`), if it was measured on it."""
         checksum = checksum or self.checksum()
-        row = (
-            self.store.connection()
-            .execute(
-                "SELECT n, accuracy, per_class, evaluated FROM holdout_scores WHERE version = ? AND checksum = ?",
-                (version, checksum),
-            )
-            .fetchone()
-        )
+        t = holdout_scores.c
+        query = sa.select(t.n, t.accuracy, t.per_class, t.evaluated).where(t.version == version, t.checksum == checksum)
+        with self.store.db.read() as conn:
+            row = conn.execute(query).first()
         if row is None:
             return None
-        return {"n": row["n"], "accuracy": row["accuracy"], "per_class": json.loads(row["per_class"]),
-                "checksum": checksum, "evaluated": row["evaluated"]}  # fmt: skip
+        return {"n": row.n, "accuracy": row.accuracy, "per_class": json.loads(row.per_class),
+                "checksum": checksum, "evaluated": row.evaluated}  # fmt: skip

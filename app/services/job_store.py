@@ -1,22 +1,24 @@
-"""Training jobs in SQLite (WAL), shared by every web worker and the training process.
+"""Training jobs and their progress, in the shared database (SQLite file or PostgreSQL; see app.services.db).
 
 At most one job is queued or running at a time; a partial unique index enforces it inside the
-database, so two workers accepting POST /train at the same instant cannot both win.
+database, so two web workers (or replicas) accepting POST /train at the same instant cannot both win.
+Jobs are run by a training process that a web worker starts, or, with workers configured, claimed
+by a `digits worker` on any host (`claim`), which proves it is alive (`heartbeat`) until it finishes.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 
-from app.services.sqlite import Database
+from app.services.db import Db, jobs, open_db, progress
 
 
 class JobStatus(StrEnum):
@@ -30,35 +32,7 @@ class JobStatus(StrEnum):
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 TERMINAL = tuple(s for s in JobStatus if s not in ACTIVE)
-_ACTIVE_SQL = "(" + ", ".join(f"'{s}'" for s in ACTIVE) + ")"
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    preset TEXT NOT NULL,
-    config TEXT NOT NULL,
-    activate TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    pid INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    progress TEXT,
-    error TEXT,
-    version TEXT,
-    promoted INTEGER,
-    result TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS one_active_job ON jobs ((status IN {_ACTIVE_SQL}))
-    WHERE status IN {_ACTIVE_SQL};
-CREATE TABLE IF NOT EXISTS progress (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq)
-);
-"""
+_ACTIVE = jobs.c.status.in_([s.value for s in ACTIVE])
 
 
 class JobConflict(Exception):
@@ -77,6 +51,8 @@ class Job(BaseModel):
     started: float | None = None
     finished: float | None = None
     pid: int | None = None
+    worker: str | None = None
+    heartbeat: float | None = None
     cancel_requested: bool = False
     progress: dict[str, Any] | None = None
     error: str | None = None
@@ -93,90 +69,150 @@ class Job(BaseModel):
         return round((self.finished or time.time()) - self.started, 2) if self.started else None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        job = dict(row)
+    def from_row(cls, row: sa.Row) -> Job:
+        job = dict(row._mapping)
         for key in ("config", "progress", "result"):
             job[key] = json.loads(job[key]) if job[key] else None
         return cls.model_validate(job)  # 0/1 columns become booleans, status its enum
 
 
-class JobStore(Database):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
+class JobStore:
+    def __init__(self, db: Db | Path) -> None:
+        self.db = db if isinstance(db, Db) else open_db(Path(db))
+
+    def _one(self, query: sa.Select) -> Job | None:
+        with self.db.read() as conn:
+            row = conn.execute(query).first()
+        return Job.from_row(row) if row else None
+
+    def _update(self, where: sa.ColumnElement, **values: Any) -> int:
+        with self.db.write() as conn:
+            return conn.execute(jobs.update().where(where).values(**values)).rowcount
 
     # ---- the web side ------------------------------------------------------------------------
 
     def create(self, preset: str, config: dict[str, Any], activate: str) -> Job:
         job_id = uuid.uuid4().hex[:12]
+        row = {"id": job_id, "status": JobStatus.QUEUED.value, "preset": preset, "config": json.dumps(config),
+               "activate": activate, "created": time.time()}  # fmt: skip
         try:
-            self.connection().execute(
-                "INSERT INTO jobs (id, status, preset, config, activate, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, JobStatus.QUEUED, preset, json.dumps(config), activate, time.time()),
-            )
-        except sqlite3.IntegrityError:
+            with self.db.write() as conn:
+                conn.execute(jobs.insert().values(**row))
+        except sa.exc.IntegrityError:
             raise JobConflict(self.active_id() or "?") from None
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job | None:
-        row = self.connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_row(row) if row else None
+        return self._one(sa.select(jobs).where(jobs.c.id == job_id))
 
     def list(self, limit: int = 100) -> list[Job]:
-        rows = self.connection().execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(jobs).order_by(jobs.c.created.desc()).limit(limit)).all()
         return [Job.from_row(r) for r in rows]
 
     def active_jobs(self) -> list[Job]:
-        rows = self.connection().execute(f"SELECT * FROM jobs WHERE status IN {_ACTIVE_SQL}").fetchall()
-        return [Job.from_row(r) for r in rows]
+        with self.db.read() as conn:
+            return [Job.from_row(r) for r in conn.execute(sa.select(jobs).where(_ACTIVE)).all()]
 
     def active_id(self) -> str | None:
-        row = self.connection().execute(f"SELECT id FROM jobs WHERE status IN {_ACTIVE_SQL}").fetchone()
-        return row["id"] if row else None
+        with self.db.read() as conn:
+            return conn.execute(sa.select(jobs.c.id).where(_ACTIVE)).scalar()
 
     def request_cancel(self, job_id: str) -> None:
-        self.connection().execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        self._update(jobs.c.id == job_id, cancel_requested=1)
 
     def progress_since(self, job_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
-        rows = (
-            self.connection()
-            .execute("SELECT seq, data FROM progress WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, seq))
-            .fetchall()
+        query = (
+            sa.select(progress.c.seq, progress.c.data)
+            .where(progress.c.job_id == job_id, progress.c.seq > seq)
+            .order_by(progress.c.seq)
         )
-        return [(r["seq"], json.loads(r["data"])) for r in rows]
+        with self.db.read() as conn:
+            return [(r.seq, json.loads(r.data)) for r in conn.execute(query)]
 
     def finish(self, job_id: str, status: JobStatus, **fields: Any) -> bool:
         """Move an active job to a terminal status; a job already finished stays as it is."""
         if status not in TERMINAL:
             raise ValueError(f"{status} is not a final status")
-        sets = ["status = ?", "finished = ?"]
-        values: list[Any] = [status, time.time()]
-        for key, value in fields.items():
-            sets.append(f"{key} = ?")
-            values.append(json.dumps(value) if key == "result" else value)
-        cur = self.connection().execute(
-            f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status IN {_ACTIVE_SQL}", (*values, job_id)
-        )
-        return cur.rowcount == 1
+        values = {k: json.dumps(v) if k == "result" else v for k, v in fields.items()}
+        where = sa.and_(jobs.c.id == job_id, _ACTIVE)
+        return self._update(where, status=status.value, finished=time.time(), **values) == 1
 
     # ---- the training process's side ---------------------------------------------------------
 
     def mark_running(self, job_id: str, pid: int) -> None:
-        self.connection().execute(
-            "UPDATE jobs SET status = ?, started = ?, pid = ? WHERE id = ?",
-            (JobStatus.RUNNING, time.time(), pid, job_id),
-        )
+        self._update(jobs.c.id == job_id, status=JobStatus.RUNNING.value, started=time.time(), pid=pid)
 
     def cancel_requested(self, job_id: str) -> bool:
-        row = self.connection().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return bool(row and row[0])
+        with self.db.read() as conn:
+            return bool(conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
     def add_progress(self, job_id: str, seq: int, data: dict[str, Any]) -> None:
-        db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("INSERT INTO progress (job_id, seq, data) VALUES (?, ?, ?)", (job_id, seq, json.dumps(data)))
-            db.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(data), job_id))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        text = json.dumps(data)
+        with self.db.write() as conn:
+            conn.execute(progress.insert().values(job_id=job_id, seq=seq, data=text))
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(progress=text))
+
+    # ---- training workers (`digits worker`) ----------------------------------------------------
+
+    def claim(self, worker: str, pid: int) -> Job | None:
+        """Take the oldest queued job for `worker`, or None. One statement: on PostgreSQL the row is
+        locked with SKIP LOCKED, so racing workers never wait on nor take the same job; on SQLite the
+        write lock serialises them, and the status test in the WHERE makes the loser update nothing."""
+        now = time.time()
+        oldest = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.status == JobStatus.QUEUED.value)
+            .order_by(jobs.c.created)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        query = (
+            jobs.update()
+            .where(jobs.c.id == oldest, jobs.c.status == JobStatus.QUEUED.value)
+            .values(status=JobStatus.RUNNING.value, started=now, heartbeat=now, worker=worker, pid=pid)
+            .returning(jobs.c.id)
+        )
+        with self.db.write() as conn:
+            job_id = conn.execute(query).scalar()
+        return self.get(job_id) if job_id else None
+
+    def heartbeat(self, job_id: str, worker: str) -> bool | None:
+        """The worker is alive: None if the job is no longer its own (finished, or given up on),
+        else whether an admin asked to cancel it."""
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING.value)
+            .values(heartbeat=time.time())
+            .returning(jobs.c.cancel_requested)
+        )
+        with self.db.write() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else bool(row[0])
+
+    def is_running_on(self, conn: sa.Connection | None, job_id: str, worker: str) -> bool:
+        """Is the job still running on `worker`? Inside the caller's transaction when given one (and then
+        the row stays locked until it ends, on PostgreSQL)."""
+        query = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING.value)
+            .with_for_update()
+        )
+        if conn is None:
+            with self.db.write() as c:
+                return c.execute(query).first() is not None
+        return conn.execute(query).first() is not None
+
+    def reap(self, timeout_s: float) -> list[str]:
+        """Jobs whose worker has not been heard from for `timeout_s` become failed; returns their ids."""
+        now = time.time()
+        stale = sa.and_(
+            jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker.is_not(None), jobs.c.heartbeat < now - timeout_s
+        )
+        error = sa.literal(f"its worker stopped answering (no heartbeat for {timeout_s:g} s): ") + jobs.c.worker
+        query = (
+            jobs.update().where(stale).values(status=JobStatus.FAILED.value, finished=now, error=error)
+        ).returning(jobs.c.id)
+        with self.db.write() as conn:
+            return list(conn.execute(query).scalars())

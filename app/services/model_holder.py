@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.services.registry import IncompatibleModel, LoadedModel, Registry, UnknownVersion
+from app.services.registry import IncompatibleModel, LoadedModel, Registry, RegistryUnavailable, UnknownVersion
 from model.weights import WeightsError
 
 log = logging.getLogger("digits.serving")
@@ -28,21 +28,40 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self._refused: tuple[str, float] | None = None  # (version, mtime) that failed to load
         self.fallback: str | None = None  # why this worker serves another version than the active one
+        self.unreachable: str | None = None  # why the registry cannot be asked right now (a database outage)
 
     def refresh(self) -> bool:
         """Load the pointer's version if it is not the one served. True when the model changed."""
-        version = self.registry.active_version()
+        try:
+            version = self.registry.active_version()
+        except RegistryUnavailable as e:
+            if self.unreachable is None:
+                serving = self.current.version if self.current else None
+                log.error(
+                    "model registry unreachable; keeping the model served", extra={"error": str(e), "serving": serving}
+                )
+            self.unreachable = str(e)
+            # A worker starting during the outage serves what this host served last, if it has it.
+            version = self.registry.last_served() if self.current is None else None
+        else:
+            if self.unreachable is not None:
+                log.info("model registry reachable again", extra={"active": version})
+            self.unreachable = None
         if version is None or (self.current is not None and self.current.version == version):
             return False
         try:
             mtime = self.registry.path(version).stat().st_mtime
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, LookupError):
             mtime = -1.0
+        except RegistryUnavailable:
+            return False  # asked again on the next tick
         if self._refused == (version, mtime):
             return False  # logged once already; wait for the pointer or the file to change
         started = time.perf_counter()
         try:
             loaded = self.registry.load(version)
+        except RegistryUnavailable:
+            return False
         except (WeightsError, IncompatibleModel, UnknownVersion, ValueError) as e:
             self._refused = (version, mtime)
             serving = self.current.version if self.current else None
@@ -57,12 +76,15 @@ class ModelHolder:
 
     def _fall_back(self, active: str, error: str) -> bool:
         """With nothing served yet: the newest other version that loads. True when one did."""
-        by_age = sorted(self.registry.versions(), key=lambda v: self.registry.path(v).stat().st_mtime, reverse=True)
+        try:
+            by_age = self.registry.versions_by_age()
+        except RegistryUnavailable:
+            return False
         for version in (v for v in by_age if v != active):
             started = time.perf_counter()
             try:
                 loaded = self.registry.load(version)
-            except (WeightsError, IncompatibleModel, UnknownVersion, ValueError, OSError):
+            except (WeightsError, IncompatibleModel, UnknownVersion, ValueError, OSError, RegistryUnavailable):
                 continue
             self.fallback = f"the active version {active!r} does not load ({error}); serving {version!r} instead"
             log.error("serving a fallback model version", extra={"active": active, "serving": version, "error": error})
@@ -74,6 +96,7 @@ class ModelHolder:
         previous = self.current.version if self.current else None
         version = loaded.version
         self.current = loaded
+        self.registry.remember_served(version)
         if self.on_change is not None:
             self.on_change(version)
         load_ms = round((time.perf_counter() - started) * 1e3, 1)

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model import weights
 from model.card import ModelCard
@@ -38,6 +39,14 @@ class UnknownVersion(LookupError):
 
 class InvalidVersion(ValueError):
     pass
+
+
+class RegistryUnavailable(Exception):
+    """The registry's store (the shared database) cannot be reached right now."""
+
+
+class JobLost(Exception):
+    """A worker's job was given up on (no heartbeat) or finished elsewhere while it trained."""
 
 
 class IncompatibleModel(ValueError):
@@ -152,6 +161,17 @@ class Registry:
     def versions(self) -> list[str]:
         return sorted(p.stem for p in self.models.glob("*.npz") if VERSION_RE.match(p.stem))
 
+    def versions_by_age(self) -> list[str]:
+        """Newest first."""
+        return sorted(self.versions(), key=lambda v: self.path(v).stat().st_mtime, reverse=True)
+
+    def last_served(self) -> str | None:
+        """Only a registry kept elsewhere (the database) needs to remember this locally."""
+        return None
+
+    def remember_served(self, version: str) -> None:
+        pass
+
     def card(self, version: str) -> ModelCard:
         """The version's card (cached by mtime); raises WeightsError for a file it cannot read."""
         path = self.path(version)
@@ -199,8 +219,11 @@ class Registry:
         log.info("activated model version", extra={"version": version})
         return loaded
 
-    def register(self, predictor: Predictor, version: str) -> Path:
+    def register(self, predictor: Predictor, version: str, guard: Callable[[Any], bool] | None = None) -> Path:
+        """Store a new version. `guard(None)` may refuse (a worker whose job was given up on)."""
         path = self.path(version)
         if path.exists():
             raise InvalidVersion(f"version {version!r} exists already")
+        if guard is not None and not guard(None):
+            raise JobLost(f"version {version!r} not registered: the job is no longer this worker's")
         return weights.save(path, predictor.network, predictor.card, predictor.detector)

@@ -77,6 +77,8 @@ class TrainingLauncher:
             "--data-dir",
             str(Path(self.settings.data_dir).resolve()),
         ]
+        if self.settings.database_url:
+            cmd += ["--database-url", self.settings.database_url]
         env = {**os.environ, **ONE_BLAS_THREAD}
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True)  # no terminal signals
         self.processes[job_id] = proc
@@ -101,3 +103,28 @@ class TrainingLauncher:
             except TimeoutError:
                 for proc in self.processes.values():
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+class WorkerQueue:
+    """With training workers configured (`digits worker`), the web side only queues jobs: any worker,
+    on any host, claims them. What it keeps doing is giving up on jobs whose worker went silent."""
+
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def recover(self) -> list[str]:
+        failed = self.store.reap(self.settings.worker_timeout_s)
+        if failed:
+            log.warning("marked failed the jobs of a silent training worker", extra={"jobs": failed})
+        return failed
+
+    def start(self, job_id: str) -> None:
+        pass  # a worker claims it
+
+    async def shutdown(self) -> None:
+        pass
+
+
+def make_launcher(store: JobStore, settings: Settings) -> TrainingLauncher | WorkerQueue:
+    return WorkerQueue(store, settings) if settings.uses_workers else TrainingLauncher(store, settings)

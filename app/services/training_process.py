@@ -13,21 +13,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.infra.logs import setup_logging
+from app.services.db import open_db
+from app.services.db_registry import open_registry
 from app.services.feedback_review import Review, checksum
 from app.services.feedback_store import FeedbackStore
 from app.services.holdout import HoldoutScores
 from app.services.job_store import Job, JobStatus, JobStore
-from app.services.registry import Registry
+from app.services.registry import INITIAL_VERSION, JobLost, Registry
 from model.config import TrainConfig
 from model.data import Dataset
 from model.experiment import Corrections, run_experiment
@@ -44,15 +48,18 @@ class Interrupted(Exception):
 
 
 class _JobWatch:
-    """What the training loop asks before each step, and where its progress goes."""
+    """What the training loop asks before each step, and where its progress goes. `stop`, when given,
+    answers instead of the database (a worker's heartbeat thread keeps the answer)."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
-        self.store, self.job_id = store, job_id
+    def __init__(self, store: JobStore, job_id: str, stop: Callable[[], bool] | None = None) -> None:
+        self.store, self.job_id, self.stop = store, job_id, stop
         self.parent = os.getppid()
         self.seq = 0
         self.last_write = 0.0
 
     def should_stop(self) -> bool:
+        if self.stop is not None:
+            return self.stop()
         if os.getppid() != self.parent:
             raise Interrupted("the server that started this job exited")
         return self.store.cancel_requested(self.job_id)
@@ -76,9 +83,14 @@ def _corrections(feedback: FeedbackStore | None) -> Corrections | None:
 
 
 def _train_and_register(
-    job: Job, store: JobStore, registry: Registry, data_dir: Path | None, feedback: FeedbackStore | None
+    job: Job,
+    store: JobStore,
+    registry: Registry,
+    data_dir: Path | None,
+    feedback: FeedbackStore | None,
+    worker: Worker | None,
 ) -> tuple[str, Predictor]:
-    watch = _JobWatch(store, job.id)
+    watch = _JobWatch(store, job.id, worker.should_stop if worker else None)
     config = TrainConfig(**job.config)
     corrections = _corrections(feedback) if config.feedback_weight else None
     trained = run_experiment(
@@ -86,7 +98,8 @@ def _train_and_register(
     )
     trained = dataclasses.replace(trained, card=trained.card.replace(preset=job.preset, job_id=job.id))
     version = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + job.id[:6]
-    registry.register(trained, version)  # atomic: whole file or nothing
+    guard = functools.partial(store.is_running_on, job_id=job.id, worker=worker.name) if worker else None
+    registry.register(trained, version, guard=guard)  # atomic: whole file or nothing
     return version, trained
 
 
@@ -96,6 +109,8 @@ def _failure(job_id: str, e: BaseException) -> tuple[JobStatus, str]:
         return JobStatus.CANCELLED, "cancelled by an admin"
     if isinstance(e, Interrupted):
         return JobStatus.INTERRUPTED, str(e)
+    if isinstance(e, JobLost):
+        return JobStatus.FAILED, str(e)
     if isinstance(e, OSError):
         return JobStatus.FAILED, f"could not write the weights: {e}"
     log.error("training failed", extra={"job": job_id, "trace": traceback.format_exc()})
@@ -120,16 +135,31 @@ def _holdout_judge(feedback: FeedbackStore | None, registry: Registry, version: 
     return judge
 
 
+class Worker(Protocol):
+    """A training worker running a job it claimed (see app.services.training_worker)."""
+
+    name: str
+
+    def should_stop(self) -> bool: ...
+
+
 def run_job(
-    job_id: str, store: JobStore, registry: Registry, data_dir: Path | None, feedback: FeedbackStore | None = None
+    job_id: str,
+    store: JobStore,
+    registry: Registry,
+    data_dir: Path | None,
+    feedback: FeedbackStore | None = None,
+    worker: Worker | None = None,
 ) -> JobStatus:
-    """Train, evaluate, register and maybe promote one job. Returns its final status."""
+    """Train, evaluate, register and maybe promote one job. Returns its final status. A worker has
+    claimed the job already (it is running); a process the web server started marks it so here."""
     job = store.get(job_id)
     if job is None:
         raise SystemExit(f"no job {job_id}")
-    store.mark_running(job_id, os.getpid())
+    if worker is None:
+        store.mark_running(job_id, os.getpid())
     try:
-        version, trained = _train_and_register(job, store, registry, data_dir, feedback)
+        version, trained = _train_and_register(job, store, registry, data_dir, feedback, worker)
         judge = _holdout_judge(feedback, registry, version, trained)
     except Exception as e:
         status, error = _failure(job_id, e)
@@ -176,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True)
     ap.add_argument("--runtime-dir", type=Path, required=True)
     ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--database-url", help="the shared database (unset: the runtime folder's SQLite file)")
     args = ap.parse_args(argv)
     setup_logging()
     lower_priority()
@@ -184,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         raise Interrupted("the server shut down while the job ran")
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    store = JobStore(args.runtime_dir / "jobs.sqlite")
-    feedback = FeedbackStore(args.runtime_dir / "jobs.sqlite", salt=b"", max_items=0)  # read here, never added to
-    registry = Registry(args.runtime_dir)
+    db = open_db(args.database_url or args.runtime_dir / "jobs.sqlite")
+    store = JobStore(db)
+    feedback = FeedbackStore(db, salt=b"", max_items=0)  # read here, never added to
+    registry = open_registry(db, args.runtime_dir, None, INITIAL_VERSION)
     try:
         status = run_job(args.job, store, registry, args.data_dir, feedback)
     except Interrupted as e:  # raised outside the training loop's own handling

@@ -1,0 +1,177 @@
+"""The model registry in the shared database (PostgreSQL), for several replicas on several hosts.
+
+    model_versions   each version's weights file, whole, with its SHA-256 (immutable once written)
+    active_model     one row: the version every replica serves
+
+Each replica keeps a local cache of the files it has used, `<runtime_dir>/cache/<sha256>.npz`, keyed by
+content: a file is fetched once, checked against its hash, and then read like any registry file, so the
+validation, the card cache and the holder's reload logic are the file registry's own. The replica also
+remembers the version it last served (`<runtime_dir>/cache/served`), so that one that starts while
+the database is away still serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.services.db import Db, active_model, model_versions
+from app.services.registry import (
+    DEFAULT_VERSION,
+    INITIAL_VERSION,
+    VERSION_RE,
+    InvalidVersion,
+    JobLost,
+    LoadedModel,
+    Registry,
+    RegistryUnavailable,
+    UnknownVersion,
+    atomic_write_text,
+)
+from model import weights
+from model.files import atomic_file
+from model.predictor import Predictor
+
+log = logging.getLogger("digits.registry")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class DbRegistry(Registry):
+    def __init__(self, db: Db, runtime_dir: Path, seed_dir: Path | None = None, initial: str = INITIAL_VERSION) -> None:
+        super().__init__(runtime_dir, seed_dir, initial)
+        self.db = db
+        self.cache = self.root / "cache"
+        self.served = self.cache / "served"
+        self._hashes: dict[str, str] = {}  # version -> sha256: versions never change, so never expires
+
+    def _query(self, fn: Callable[[sa.Connection], object]):
+        try:
+            with self.db.read() as conn:
+                return fn(conn)
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as e:
+            raise RegistryUnavailable(str(getattr(e, "orig", None) or e).strip().splitlines()[0]) from e
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Put the committed weights in the database (the first replica to start wins; each later one
+        adds only what is missing) and point at the initial version if nothing is active yet."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        if self.seed_dir is not None and self.seed_dir.is_dir():
+            known = set(self.versions())
+            for src in sorted(self.seed_dir.glob("*.npz")):
+                if src.stem not in known and VERSION_RE.match(src.stem):
+                    self._insert(src.stem, src.read_bytes())
+        with self.db.write() as conn:
+            if conn.execute(sa.select(active_model.c.version)).first() is None:
+                names = set(conn.execute(sa.select(model_versions.c.version)).scalars())
+                first = next((v for v in (self.initial, DEFAULT_VERSION) if v in names), None)
+                if first is not None:
+                    row = {"id": 1, "version": first, "changed": time.time()}
+                    conn.execute(self.db.insert_ignoring_duplicates(active_model).values(**row))
+
+    def _insert(self, version: str, data: bytes, conn: sa.Connection | None = None) -> bool:
+        row = {"version": version, "sha256": _sha256(data), "size": len(data), "data": data, "created": time.time()}
+        query = self.db.insert_ignoring_duplicates(model_versions).values(**row)
+        if conn is not None:
+            return conn.execute(query).rowcount == 1
+        with self.db.write() as c:
+            return c.execute(query).rowcount == 1
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def path(self, version: str) -> Path:
+        """The version's file in the local cache, fetched from the database the first time."""
+        if not VERSION_RE.match(version):
+            raise InvalidVersion(f"invalid version name {version!r}")
+        sha = self._hashes.get(version)
+        if sha is None:
+            sha = self._query(
+                lambda c: c.execute(
+                    sa.select(model_versions.c.sha256).where(model_versions.c.version == version)
+                ).scalar()
+            )
+            if sha is None:
+                raise UnknownVersion(version)
+            self._hashes[version] = sha
+        path = self.cache / f"{sha}.npz"
+        if not path.exists():
+            data = self._query(
+                lambda c: c.execute(sa.select(model_versions.c.data).where(model_versions.c.sha256 == sha)).scalar()
+            )
+            if data is None or _sha256(data) != sha:
+                raise weights.WeightsError(f"version {version!r}: the stored file does not match its hash")
+            with atomic_file(path) as f:
+                f.write(data)
+        return path
+
+    def active_version(self) -> str | None:
+        return self._query(lambda c: c.execute(sa.select(active_model.c.version)).scalar())
+
+    def versions(self) -> list[str]:
+        return self._query(lambda c: sorted(c.execute(sa.select(model_versions.c.version)).scalars()))
+
+    def versions_by_age(self) -> list[str]:
+        query = sa.select(model_versions.c.version).order_by(model_versions.c.created.desc())
+        return self._query(lambda c: list(c.execute(query).scalars()))
+
+    def last_served(self) -> str | None:
+        """The version this replica served last (for a start while the database is away)."""
+        try:
+            version, sha = self.served.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        if (self.cache / f"{sha}.npz").exists():
+            self._hashes.setdefault(version, sha)
+            return version
+        return None
+
+    def remember_served(self, version: str) -> None:
+        sha = self._hashes.get(version)
+        if sha is not None:
+            atomic_write_text(self.served, f"{version} {sha}\n")
+
+    # ---- changes -----------------------------------------------------------------------------
+
+    def activate(self, version: str) -> LoadedModel:
+        loaded = self.load(version)  # validated from the cache before any replica is told
+        row = {"id": 1, "version": version, "changed": time.time()}
+        with self.db.write() as conn:
+            conn.execute(self.db.upsert(active_model, ["id"], row))
+        log.info("activated model version", extra={"version": version})
+        return loaded
+
+    def register(
+        self, predictor: Predictor, version: str, guard: Callable[[sa.Connection], bool] | None = None
+    ) -> Path:
+        """Store a new version. `guard`, run in the same transaction, may refuse (a training worker that
+        has lost its job must not register what it made): then nothing is stored."""
+        if not VERSION_RE.match(version):
+            raise InvalidVersion(f"invalid version name {version!r}")
+        with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
+            data = weights.save(
+                Path(tmp) / f"{version}.npz", predictor.network, predictor.card, predictor.detector
+            ).read_bytes()
+        with self.db.write() as conn:
+            if guard is not None and not guard(conn):
+                raise JobLost(f"version {version!r} not registered: the job is no longer this worker's")
+            if not self._insert(version, data, conn):
+                raise InvalidVersion(f"version {version!r} exists already")
+        self._hashes[version] = _sha256(data)
+        return self.path(version)
+
+
+def open_registry(db: Db, runtime_dir: Path, seed_dir: Path | None, initial: str) -> Registry:
+    """The registry that goes with the database: in it on PostgreSQL, in the runtime folder on SQLite."""
+    if db.is_postgres:
+        return DbRegistry(db, runtime_dir, seed_dir, initial)
+    return Registry(runtime_dir, seed_dir, initial)

@@ -1,0 +1,47 @@
+"""What each web worker does in the background besides following the active model: bring up a
+database that was away at start (schema, committed weights), and give up on silent training workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import sqlalchemy as sa
+
+from app.services.db import Db
+from app.services.registry import Registry, RegistryUnavailable
+from app.services.training_launcher import TrainingLauncher, WorkerQueue
+
+log = logging.getLogger("digits.upkeep")
+DB_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError, RegistryUnavailable)
+
+
+class Upkeep:
+    def __init__(self, db: Db, registry: Registry, launcher: TrainingLauncher | WorkerQueue) -> None:
+        self.db, self.registry, self.launcher = db, registry, launcher
+        self.seeded = False
+
+    def step(self) -> None:
+        if not self.db.migrated:
+            self.db.upgrade()
+        if not self.seeded:
+            self.registry.ensure()
+            self.seeded = True
+            log.info("model registry ready")
+        if isinstance(self.launcher, WorkerQueue):
+            self.launcher.recover()
+
+    def try_step(self) -> bool:
+        try:
+            self.step()
+        except DB_ERRORS:
+            return False  # the holder and the request handlers say it; nothing to add every second
+        return True
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.try_step)
+            except Exception:  # must outlive any surprise
+                log.exception("upkeep error")
