@@ -14,6 +14,8 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_scratch, "metric
 os.environ.setdefault("DIGITS_RUNTIME_DIR", os.path.join(_scratch, "var"))
 os.environ.pop("ADMIN_TOKEN", None)
 
+pytest_plugins = ["pg"]  # a throw-away PostgreSQL for the shared-state tests
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-admin-token"
 # A short vertical stroke in MNIST format: the least a /predict request needs to be answered.

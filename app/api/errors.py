@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from app.api.inputs import InputError, validation_message
+from app.services.registry import RegistryUnavailable
 
 log = logging.getLogger("digits.app")
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer: not the server's fault
@@ -50,6 +51,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(PoolTimeout)
+    @app.exception_handler(RegistryUnavailable)
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         # Predictions never reach here: they need no database. What does (training, review, corrections)
         # waits for it to come back; the pool reconnects by itself.

@@ -163,8 +163,10 @@ class Db:
             yield conn
 
     def insert_ignoring_duplicates(self, table: sa.Table) -> sa.Insert:
-        """INSERT ... ON CONFLICT DO NOTHING, in this database's words."""
-        return (postgresql.insert if self.is_postgres else sqlite.insert)(table).on_conflict_do_nothing()
+        """INSERT ... ON CONFLICT DO NOTHING RETURNING the key, in this database's words: the result has a
+        row when one was inserted (psycopg reports no rowcount for an INSERT)."""
+        ins = (postgresql.insert if self.is_postgres else sqlite.insert)(table).on_conflict_do_nothing()
+        return ins.returning(*table.primary_key.columns)
 
     def upsert(self, table: sa.Table, keys: list[str], values: dict) -> sa.Insert:
         ins = (postgresql.insert if self.is_postgres else sqlite.insert)(table).values(**values)

@@ -51,6 +51,7 @@ class DbRegistry(Registry):
         self.db = db
         self.cache = self.root / "cache"
         self.served = self.cache / "served"
+        self.cache.mkdir(parents=True, exist_ok=True)
         self._hashes: dict[str, str] = {}  # version -> sha256: versions never change, so never expires
 
     def _query(self, fn: Callable[[sa.Connection], object]):
@@ -83,9 +84,9 @@ class DbRegistry(Registry):
         row = {"version": version, "sha256": _sha256(data), "size": len(data), "data": data, "created": time.time()}
         query = self.db.insert_ignoring_duplicates(model_versions).values(**row)
         if conn is not None:
-            return conn.execute(query).rowcount == 1
+            return conn.execute(query).first() is not None
         with self.db.write() as c:
-            return c.execute(query).rowcount == 1
+            return c.execute(query).first() is not None
 
     # ---- queries -----------------------------------------------------------------------------
 

@@ -164,7 +164,8 @@ class Review:
                            label=int(label), status=status.value, model_version="", predicted=int(label),
                            probabilities=json.dumps([float(d == label) for d in range(10)]), media_type="image/png",
                            original=png, input_png=png)  # fmt: skip
-                added += db.execute(self.store.db.insert_ignoring_duplicates(feedback).values(**row)).rowcount
+                inserted = db.execute(self.store.db.insert_ignoring_duplicates(feedback).values(**row)).first()
+                added += inserted is not None
         return added
 
 

@@ -132,6 +132,7 @@ class JobStore:
 
     def finish(self, job_id: str, status: JobStatus, **fields: Any) -> bool:
         """Move an active job to a terminal status; a job already finished stays as it is."""
+        status = JobStatus(status)
         if status not in TERMINAL:
             raise ValueError(f"{status} is not a final status")
         values = {k: json.dumps(v) if k == "result" else v for k, v in fields.items()}

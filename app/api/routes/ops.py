@@ -23,16 +23,15 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     responses={503: {"model": Health, "description": "no valid model loaded yet"}},
-    summary="Readiness: a valid model is loaded ('degraded' when it is not the active version)",
+    summary="Readiness: a valid model is loaded ('degraded': not the active version, or the database is away)",
 )
 async def readyz(response: Response, holder: HolderDep) -> Health:
     if holder.current is None:
         response.status_code = 503
         return Health(status="no model loaded")
-    if holder.fallback:
-        return Health(
-            status="degraded", model_version=holder.current.version, worker=os.getpid(), detail=holder.fallback
-        )
+    if holder.fallback or holder.unreachable:
+        detail = holder.fallback or f"the database is unreachable ({holder.unreachable}); serving the model loaded"
+        return Health(status="degraded", model_version=holder.current.version, worker=os.getpid(), detail=detail)
     return Health(status="ready", model_version=holder.current.version, worker=os.getpid())
 
 
