@@ -172,7 +172,7 @@ class Db:
         ins = (postgresql.insert if self.is_postgres else sqlite.insert)(table).values(**values)
         return ins.on_conflict_do_update(index_elements=keys, set_={k: v for k, v in values.items() if k not in keys})
 
-    def upgrade(self) -> None:
+    def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to the newest migration (idempotent; safe when several processes start at once)."""
         from alembic import command
         from alembic.config import Config
@@ -180,15 +180,15 @@ class Db:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        if self.revision() == ScriptDirectory.from_config(cfg).get_current_head():
+        if revision == "head" and self.revision() == ScriptDirectory.from_config(cfg).get_current_head():
             self.migrated = True  # the usual start: nothing to take a lock for (the folder may be read-only)
             return
         with self._migration_lock(), self.engine.begin() as conn:
             if self.is_postgres:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("digits-migrations"))))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-        self.migrated = True
+            command.upgrade(cfg, revision)
+        self.migrated = revision == "head"
 
     def try_upgrade(self) -> bool:
         """Upgrade if the database can be reached; PostgreSQL may be away when a replica starts."""
