@@ -96,3 +96,47 @@ def uvicorn_server(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+@contextlib.contextmanager
+def nginx_proxy(upstreams: list[str], work_dir: Path) -> Iterator[str]:
+    """deploy/nginx.conf itself, run by Debian's nginx on a free port of 127.0.0.1 in front of
+    `upstreams` ("127.0.0.1:PORT") instead of the Compose services; yields its URL."""
+    import re
+    import shutil
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    servers = re.findall(r"^\s*server web\d+:8000[^;]*;\n", conf, re.M)
+    assert len(servers) == 2, "deploy/nginx.conf names its two replicas"
+    options = servers[0].split(":8000", 1)[1]
+    conf = conf.replace("".join(servers), "".join(f"        server {u}{options}" for u in upstreams))
+    port = free_port()
+    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "logs").mkdir(exist_ok=True)
+    (work_dir / "nginx.conf").write_text(conf)
+    globals_ = f"pid {work_dir}/nginx.pid; error_log {work_dir}/logs/error.log; daemon off;"
+    if os.geteuid() == 0:
+        globals_ += " user root;"  # its temp folders are root's here
+    proc = subprocess.Popen(
+        [nginx, "-p", str(work_dir), "-c", str(work_dir / "nginx.conf"), "-g", globals_],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {proc.stderr.read().decode(errors='replace')}")
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

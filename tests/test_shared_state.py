@@ -98,6 +98,13 @@ def job_status(client: httpx.Client, job_id: str) -> dict:
     return client.get(f"/train/{job_id}").json()
 
 
+def finished(client: httpx.Client, job_id: str, timeout_s: float = 90) -> dict:
+    """The job once it has left queued and running."""
+    return wait_until(
+        lambda: (j := job_status(client, job_id))["status"] not in ("queued", "running") and j, timeout_s, "job done"
+    )
+
+
 def sse_events(client: httpx.Client, path: str) -> list[tuple[str, dict]]:
     """Read a Server-Sent Events stream to its end: [(event, data)]."""
     events, event = [], None
@@ -181,18 +188,14 @@ def test_a_killed_worker_fails_its_job_and_the_next_runs_on_another(pg_url, tmp_
             wait_until(lambda: (job_status(A, job["id"]).get("progress") or {}).get("step", 0) > 5, 30, "progress")
             os.kill(w1.pid, signal.SIGKILL)
             killed = time.monotonic()
-            failed = wait_until(
-                lambda: (j := job_status(A, job["id"]))["status"] != "running" and j, TIMEOUT_S + 5, "the job failed"
-            )
+            failed = finished(A, job["id"], TIMEOUT_S + 5)
             waited = time.monotonic() - killed
         assert failed["status"] == "failed" and "stopped answering" in failed["error"], failed
         assert failed["version"] is None and TIMEOUT_S - 0.5 <= waited <= TIMEOUT_S + 3, waited
         assert {v["version"] for v in A.get("/models").json()["versions"]} == versions_before  # nothing registered
         with worker(tmp_path / "w2", env) as w2:
             job2 = A.post("/train", json={"preset": "tiny"}).json()
-            done = wait_until(
-                lambda: (j := job_status(A, job2["id"]))["status"] not in ("queued", "running") and j, 90, "job 2"
-            )
+            done = finished(A, job2["id"])
             assert done["status"] == "succeeded" and done["worker"].endswith(f":{w2.pid}"), done
 
 
@@ -226,9 +229,7 @@ def test_two_worker_processes_one_job(pg_url, tmp_path):
         with worker(tmp_path / "w1", env) as w1, worker(tmp_path / "w2", env) as w2:
             time.sleep(2)  # both polling
             job = A.post("/train", json={"preset": "tiny"}).json()
-            done = wait_until(
-                lambda: (j := job_status(A, job["id"]))["status"] not in ("queued", "running") and j, 90, "the job"
-            )
+            done = finished(A, job["id"])
             ran = [w for w in (w1, w2) if f"\"job\": \"{job['id']}\"" in w.log_text() and "claimed" in w.log_text()]
         assert done["status"] == "succeeded" and len(ran) == 1
         assert done["worker"].endswith(f":{ran[0].pid}")
@@ -314,3 +315,41 @@ def test_digits_db_upgrade_on_postgres(pg_url, tmp_path):
     assert "schema: none (" in run("current")
     assert "schema: none -> 0002" in run("upgrade")
     assert "schema: 0002 -> 0002" in run("upgrade")
+
+
+def test_cancel_and_shutdown_reach_the_worker(pg_url, tmp_path):
+    env = shared_env(pg_url)
+    with (
+        uvicorn_server(tmp_path / "a", env=env, token=TOKEN) as a,
+        uvicorn_server(tmp_path / "b", env=env, token=TOKEN) as b,
+        admin_client(a) as A,
+        admin_client(b) as B,
+        worker(tmp_path / "w", env) as w,
+    ):
+        job = A.post("/train", json=SLOW).json()
+        wait_until(lambda: job_status(A, job["id"])["status"] == "running", 30, "the job running")
+        assert B.post(f"/train/{job['id']}/cancel").status_code == 200  # asked of the other replica
+        done = finished(A, job["id"], 10)
+        assert done["status"] == "cancelled" and done["version"] is None, done
+        # A worker told to stop (SIGTERM) says so in its job, and exits.
+        job = A.post("/train", json=SLOW).json()
+        wait_until(lambda: job_status(A, job["id"])["status"] == "running", 30, "the next job running")
+        w.process.terminate()
+        assert w.process.wait(timeout=20) == 0
+        done = job_status(B, job["id"])
+        assert done["status"] == "interrupted" and "asked to stop" in done["error"], done
+
+
+def test_local_training_on_postgres_registers_in_the_database(pg_url, tmp_path):
+    # DIGITS_TRAINING=local: a web server trains in its own background process, with the shared database.
+    env = {**shared_env(pg_url), "DIGITS_TRAINING": "local"}
+    with (
+        uvicorn_server(tmp_path / "a", env=env, token=TOKEN) as a,
+        uvicorn_server(tmp_path / "b", env=shared_env(pg_url), token=TOKEN) as b,
+        admin_client(a) as A,
+        admin_client(b) as B,
+    ):
+        job = A.post("/train", json={"preset": "tiny", "activate": "always"}).json()
+        done = finished(B, job["id"])
+        assert done["status"] == "succeeded" and done["worker"] is None and done["promoted"] is True, done
+        wait_until(lambda: serving(B) == done["version"], 1.0, "replica B serving the new version", every_s=0.02)
