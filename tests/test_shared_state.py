@@ -353,3 +353,13 @@ def test_local_training_on_postgres_registers_in_the_database(pg_url, tmp_path):
         done = finished(B, job["id"])
         assert done["status"] == "succeeded" and done["worker"] is None and done["promoted"] is True, done
         wait_until(lambda: serving(B) == done["version"], 1.0, "replica B serving the new version", every_s=0.02)
+
+
+def test_a_queued_job_with_no_worker_waits_and_can_be_cancelled(pg_url, tmp_path):
+    with uvicorn_server(tmp_path / "a", env=shared_env(pg_url), token=TOKEN) as a, admin_client(a) as A:
+        job = A.post("/train", json={"preset": "tiny"}).json()
+        time.sleep(1.5)  # no worker: the web server does not train it itself
+        assert job_status(A, job["id"])["status"] == "queued"
+        done = A.post(f"/train/{job['id']}/cancel").json()
+        assert done["status"] == "cancelled" and "before it started" in done["error"]
+        assert A.post("/train", json={"preset": "tiny"}).status_code == 202  # it no longer holds the queue

@@ -119,7 +119,12 @@ class JobStore:
             return conn.execute(sa.select(jobs.c.id).where(_ACTIVE)).scalar()
 
     def request_cancel(self, job_id: str) -> None:
-        self._update(jobs.c.id == job_id, cancel_requested=1)
+        """A queued job is cancelled at once (no worker may be there to see the flag); a running one
+        is told through the flag and stops within a step."""
+        queued = sa.and_(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+        cancelled = {"status": JobStatus.CANCELLED.value, "error": "cancelled by an admin before it started"}
+        if not self._update(queued, cancel_requested=1, finished=time.time(), **cancelled):
+            self._update(jobs.c.id == job_id, cancel_requested=1)
 
     def progress_since(self, job_id: str, seq: int) -> list[tuple[int, dict[str, Any]]]:
         query = (
@@ -141,8 +146,10 @@ class JobStore:
 
     # ---- the training process's side ---------------------------------------------------------
 
-    def mark_running(self, job_id: str, pid: int) -> None:
-        self._update(jobs.c.id == job_id, status=JobStatus.RUNNING.value, started=time.time(), pid=pid)
+    def mark_running(self, job_id: str, pid: int) -> bool:
+        """False if the job is no longer queued (cancelled before its process started)."""
+        queued = sa.and_(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+        return self._update(queued, status=JobStatus.RUNNING.value, started=time.time(), pid=pid) == 1
 
     def cancel_requested(self, job_id: str) -> bool:
         with self.db.read() as conn:
@@ -156,11 +163,18 @@ class JobStore:
 
     # ---- training workers (`digits worker`) ----------------------------------------------------
 
+    def _clock(self) -> sa.ColumnElement | float:
+        """Now, for heartbeats and their timeout: the database server's clock on PostgreSQL, so that
+        workers and replicas on hosts whose clocks disagree still judge silence alike."""
+        if self.db.is_postgres:
+            return sa.extract("epoch", sa.func.clock_timestamp())
+        return time.time()
+
     def claim(self, worker: str, pid: int) -> Job | None:
         """Take the oldest queued job for `worker`, or None. One statement: on PostgreSQL the row is
         locked with SKIP LOCKED, so racing workers never wait on nor take the same job; on SQLite the
         write lock serialises them, and the status test in the WHERE makes the loser update nothing."""
-        now = time.time()
+        now = self._clock()
         oldest = (
             sa.select(jobs.c.id)
             .where(jobs.c.status == JobStatus.QUEUED.value)
@@ -172,7 +186,7 @@ class JobStore:
         query = (
             jobs.update()
             .where(jobs.c.id == oldest, jobs.c.status == JobStatus.QUEUED.value)
-            .values(status=JobStatus.RUNNING.value, started=now, heartbeat=now, worker=worker, pid=pid)
+            .values(status=JobStatus.RUNNING.value, started=time.time(), heartbeat=now, worker=worker, pid=pid)
             .returning(jobs.c.id)
         )
         with self.db.write() as conn:
@@ -185,7 +199,7 @@ class JobStore:
         query = (
             jobs.update()
             .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == JobStatus.RUNNING.value)
-            .values(heartbeat=time.time())
+            .values(heartbeat=self._clock())
             .returning(jobs.c.cancel_requested)
         )
         with self.db.write() as conn:
@@ -207,13 +221,13 @@ class JobStore:
 
     def reap(self, timeout_s: float) -> list[str]:
         """Jobs whose worker has not been heard from for `timeout_s` become failed; returns their ids."""
-        now = time.time()
+        now = self._clock()
         stale = sa.and_(
             jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker.is_not(None), jobs.c.heartbeat < now - timeout_s
         )
         error = sa.literal(f"its worker stopped answering (no heartbeat for {timeout_s:g} s): ") + jobs.c.worker
         query = (
-            jobs.update().where(stale).values(status=JobStatus.FAILED.value, finished=now, error=error)
+            jobs.update().where(stale).values(status=JobStatus.FAILED.value, finished=time.time(), error=error)
         ).returning(jobs.c.id)
         with self.db.write() as conn:
             return list(conn.execute(query).scalars())

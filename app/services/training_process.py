@@ -156,8 +156,8 @@ def run_job(
     job = store.get(job_id)
     if job is None:
         raise SystemExit(f"no job {job_id}")
-    if worker is None:
-        store.mark_running(job_id, os.getpid())
+    if worker is None and not store.mark_running(job_id, os.getpid()):
+        return store.get(job_id).status  # cancelled before this process started
     try:
         version, trained = _train_and_register(job, store, registry, data_dir, feedback, worker)
         judge = _holdout_judge(feedback, registry, version, trained)
