@@ -110,6 +110,8 @@
     const status = $("run-status");
     status.textContent = job.status;
     status.className = "badge " + job.status;
+    // With training workers (several machines), say which one runs it, or that it waits for one.
+    status.title = job.worker ? `on worker ${job.worker}` : job.status === "queued" ? "waiting to start" : "";
     $("cancel").disabled = !isActive(job);
   }
 
@@ -235,6 +237,7 @@
       tr.append(el("td", when(job.started || job.created)), el("td", job.preset, { class: "narrow-hide" }));
       const st = el("td");
       st.append(el("span", job.status, { class: "badge " + job.status }));
+      if (job.worker) st.append(el("div", `on ${job.worker}`, { class: "small narrow-hide" }));
       if (job.error) st.append(el("div", job.error, { class: "small error" }));
       tr.append(st, el("td", secs(job.duration_s), { class: "narrow-hide" }),
                 el("td", pct(job.result && job.result.test_accuracy)));
