@@ -22,6 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("digits.db")
+# What a database that cannot be reached (or answered an error) raises, whichever driver.
+DB_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError)
 metadata = sa.MetaData()
 
 jobs = sa.Table(
@@ -194,7 +196,7 @@ class Db:
         """Upgrade if the database can be reached; PostgreSQL may be away when a replica starts."""
         try:
             self.upgrade()
-        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as e:
+        except DB_ERRORS as e:
             if not self.is_postgres:
                 raise  # a local file that cannot be opened is not an outage to wait out
             log.warning("database unreachable; will retry", extra={"error": str(getattr(e, "orig", e)).strip()})

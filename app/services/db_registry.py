@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.services.db import Db, active_model, model_versions
+from app.services.db import DB_ERRORS, Db, active_model, model_versions
 from app.services.registry import (
     DEFAULT_VERSION,
     INITIAL_VERSION,
@@ -58,7 +58,7 @@ class DbRegistry(Registry):
         try:
             with self.db.read() as conn:
                 return fn(conn)
-        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as e:
+        except DB_ERRORS as e:
             raise RegistryUnavailable(str(getattr(e, "orig", None) or e).strip().splitlines()[0]) from e
 
     # ---- setup -------------------------------------------------------------------------------

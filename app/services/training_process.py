@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.infra.logs import setup_logging
-from app.services.db import open_db
+from app.services.db import DB_ERRORS, open_db
 from app.services.db_registry import open_registry
 from app.services.feedback_review import Review, checksum
 from app.services.feedback_store import FeedbackStore
@@ -62,7 +62,10 @@ class _JobWatch:
             return self.stop()
         if os.getppid() != self.parent:
             raise Interrupted("the server that started this job exited")
-        return self.store.cancel_requested(self.job_id)
+        try:
+            return self.store.cancel_requested(self.job_id)
+        except DB_ERRORS:
+            return False  # a database outage is no reason to throw the run away; asked again next step
 
     def on_progress(self, p: Progress) -> None:
         now = time.monotonic()
@@ -71,7 +74,10 @@ class _JobWatch:
             return
         self.seq += 1
         self.last_write = now
-        self.store.add_progress(self.job_id, self.seq, {**p.as_dict(), "seq": self.seq})
+        try:
+            self.store.add_progress(self.job_id, self.seq, {**p.as_dict(), "seq": self.seq})
+        except DB_ERRORS as e:  # this point is lost (streams resume by sequence number); training goes on
+            log.warning("progress not recorded", extra={"job": self.job_id, "error": str(e).splitlines()[0]})
 
 
 def _corrections(feedback: FeedbackStore | None) -> Corrections | None:

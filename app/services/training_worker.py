@@ -17,10 +17,8 @@ import signal
 import socket
 import threading
 
-import sqlalchemy as sa
-
 from app.infra.settings import Settings
-from app.services.db import open_db
+from app.services.db import DB_ERRORS, open_db
 from app.services.db_registry import open_registry
 from app.services.feedback_store import FeedbackStore
 from app.services.job_store import Job, JobStatus, JobStore
@@ -28,7 +26,6 @@ from app.services.registry import JobLost
 from app.services.training_process import Interrupted, lower_priority, run_job
 
 log = logging.getLogger("digits.worker")
-DB_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError)
 
 
 class Heartbeat:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import sqlalchemy as sa
-
-from app.services.db import Db
+from app.services.db import DB_ERRORS, Db
 from app.services.registry import Registry, RegistryUnavailable
 from app.services.training_launcher import TrainingLauncher, WorkerQueue
 
 log = logging.getLogger("digits.upkeep")
-DB_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError, RegistryUnavailable)
+UNREACHABLE = (*DB_ERRORS, RegistryUnavailable)
 
 
 class Upkeep:
@@ -34,7 +32,7 @@ class Upkeep:
     def try_step(self) -> bool:
         try:
             self.step()
-        except DB_ERRORS:
+        except UNREACHABLE:
             return False  # the holder and the request handlers say it; nothing to add every second
         return True
 
