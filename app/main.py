@@ -81,7 +81,6 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            db.engine.dispose()  # pooled connections closed; the engine reconnects if anything here asks again
 
     return lifespan
 
