@@ -63,6 +63,12 @@ def test_the_proxy_config_in_front_of_two_replicas(pg_url, tmp_path):
         pids = {P.get("/readyz").json()["worker"] for _ in range(20)}
         assert len(pids) == 2
         assert all(P.post("/predict", json={"pixels": STROKE}).status_code == 200 for _ in range(20))
+        # The pages link to their assets through the proxy (absolute URLs carry the proxy's host and port).
+        for page in ("/", "/admin"):
+            html = P.get(page).text
+            assets = re.findall(r'(?:href|src)="(http[^"]+/static/[^"]+)"', html)
+            assert len(assets) >= 2 and all(u.startswith(proxy) for u in assets), assets
+            assert all(httpx.get(u).status_code == 200 for u in assets)
         # Training progress streams through the proxy, unbuffered, from whichever replica.
         job = P.post("/train", json={"preset": "tiny", "epochs": 2}, headers=ADMIN).json()
         started = time.monotonic()
