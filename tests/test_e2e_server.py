@@ -1,8 +1,10 @@
 """A real uvicorn server with 2 workers on 127.0.0.1: activation reaches every worker within 1 s,
 a corrupt version is never served, and metrics add up across workers."""
 
+import json
 import re
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -34,23 +36,37 @@ def server(tmp_path_factory):
         yield s
 
 
+def _switch_times(server, version: str) -> dict[int, float]:
+    """When each worker started serving `version`, from its own log line (epoch seconds, ms resolution)."""
+    times = {}
+    for line in server.log_text().splitlines():
+        if '"serving model version"' in line and f'"version": "{version}"' in line:
+            entry = json.loads(line)
+            stamp = datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+            times[entry["pid"]] = stamp
+    return times
+
+
 def test_activation_reaches_every_worker_within_a_second(server):
     workers = _both_workers(server.url)
     assert len(workers) == 2, "the two workers never both answered"
+    before = time.time()
     r = httpx.post(f"{server.url}/models/seed/activate", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert r.status_code == 200, r.text
-    t0 = time.monotonic()
-    switched: dict[int, float] = {}
-    while len(switched) < 2 and time.monotonic() - t0 < 3:
+    # Both workers answer with it (which one a connection reaches is the kernel's choice, so allow time)...
+    answered: set[int] = set()
+    deadline = time.monotonic() + 10
+    while answered != workers and time.monotonic() < deadline:
         pid, version = _ask(server.url)
         if version == "seed":
-            switched.setdefault(pid, time.monotonic() - t0)
-    print(f"\nworkers switched after {sorted(round(s, 3) for s in switched.values())} s")
+            answered.add(pid)
+    assert answered == workers
+    # ...and each switched within 1 s of the activation request, by its own clock (the log's timestamp):
+    # measured there rather than by polling, whose random routing can leave one worker unasked for a second.
+    switched = {pid: round(t - before, 3) for pid, t in _switch_times(server, "seed").items()}
+    print(f"\nworkers switched after {sorted(switched.values())} s")
     assert set(switched) == workers
     assert max(switched.values()) <= 1.0
-    time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
-    answers = [_ask(server.url) for _ in range(40)]
-    assert {v for _, v in answers} == {"seed"}
 
 
 def test_corrupt_version_is_refused_and_never_served(server):

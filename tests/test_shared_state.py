@@ -193,6 +193,7 @@ def test_a_killed_worker_fails_its_job_and_the_next_runs_on_another(pg_url, tmp_
             killed = time.monotonic()
             failed = finished(A, job["id"], TIMEOUT_S + 5)
             waited = time.monotonic() - killed
+            print(f"SIGKILLed worker's job failed after {waited:.2f} s (timeout {TIMEOUT_S} s)")
         assert failed["status"] == "failed" and "stopped answering" in failed["error"], failed
         assert failed["version"] is None and TIMEOUT_S - 0.5 <= waited <= TIMEOUT_S + 3, waited
         assert {v["version"] for v in A.get("/models").json()["versions"]} == versions_before  # nothing registered
