@@ -211,7 +211,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     ev = evaluate(net, data.test)
-    real = _holdout_evaluation(net, Path(args.runtime_dir))
+    real = _holdout_evaluation(net, Path(args.runtime_dir), args.database_url)
     if args.json:
         print(json.dumps({**ev.as_dict(), "holdout": real.as_dict() if real else None}))
     else:
@@ -222,11 +222,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _holdout_evaluation(net, runtime_dir: Path):
-    """The network on the accepted corrections' holdout of a runtime folder, if it has one."""
-    if not (runtime_dir / "jobs.sqlite").exists():
+def _holdout_evaluation(net, runtime_dir: Path, database_url: str | None = None):
+    """The network on the accepted corrections' holdout (of the shared database, or of a runtime
+    folder), if there is one."""
+    if not database_url and not (runtime_dir / "jobs.sqlite").exists():
         return None
-    x, y, _ = _review(runtime_dir).accepted("holdout")
+    x, y, _ = _review(runtime_dir, database_url).accepted("holdout")
     return evaluate(net, Dataset(x.reshape(len(x), -1), y)) if len(y) else None
 
 
@@ -336,6 +337,7 @@ def _model_commands(sub, settings) -> None:
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on MNIST test")
     p.add_argument("weights", nargs="?", default="weights/default.npz")
     p.add_argument("--runtime-dir", default=settings.runtime_dir, help="whose real-drawing holdout to use too")
+    p.add_argument("--database-url", default=settings.database_url, help="or the shared database's holdout")
     p.add_argument("--data-dir", default=settings.data_dir, help=data_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

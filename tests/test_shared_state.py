@@ -373,3 +373,26 @@ def test_a_queued_job_with_no_worker_waits_and_can_be_cancelled(pg_url, tmp_path
         done = A.post(f"/train/{job['id']}/cancel").json()
         assert done["status"] == "cancelled" and "before it started" in done["error"]
         assert A.post("/train", json={"preset": "tiny"}).status_code == 202  # it no longer holds the queue
+
+
+def test_digits_evaluate_and_export_read_the_shared_databases_corrections(pg_url, tmp_path):
+    import numpy as np
+
+    from app.services.feedback_review import Review, holdout
+    from app.services.feedback_store import FeedbackStatus, FeedbackStore
+
+    db = Db(pg_url)
+    db.upgrade()
+    x = np.zeros((12, 28, 28), np.uint8)
+    for i in range(12):
+        x[i, 4:24, 4 + i] = 255  # twelve different strokes
+    review = Review(FeedbackStore(db, None, max_items=100))
+    assert review.import_items(x, np.ones(12, np.uint8), None, FeedbackStatus.ACCEPTED, "test") == 12
+    in_holdout = sum(holdout(d) for d in review.accepted()[2])
+    env = {**os.environ, "DIGITS_DATABASE_URL": pg_url, "DIGITS_RUNTIME_DIR": str(tmp_path / "empty")}
+    out = subprocess.run([sys.executable, "-m", "digits", "evaluate", "weights/seed.npz", "--json"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert in_holdout > 0 and json.loads(out)["holdout"]["n"] == in_holdout
+    subprocess.run([sys.executable, "-m", "digits", "feedback", "export", str(tmp_path / "c.npz")], env=env, cwd=ROOT,
+                   check=True, capture_output=True)  # fmt: skip
+    assert len(np.load(tmp_path / "c.npz")["y"]) == 12
