@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from app.api.inputs import InputError, validation_message
+from app.services.db import error_reason
 from app.services.registry import RegistryUnavailable
 
 log = logging.getLogger("digits.app")
@@ -55,7 +56,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         # Predictions never reach here: they need no database. What does (training, review, corrections)
         # waits for it to come back; the pool reconnects by itself.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = error_reason(exc)
         log.error("database error", extra={"path": request.url.path, "error": reason})
         detail = f"the database is unavailable ({reason}); try again later"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})

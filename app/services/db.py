@@ -24,6 +24,11 @@ from sqlalchemy.engine import Connection, Engine
 log = logging.getLogger("digits.db")
 # What a database that cannot be reached (or answered an error) raises, whichever driver.
 DB_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError)
+
+
+def error_reason(e: BaseException) -> str:
+    """The driver's own first line (e.g. "connection refused"), without SQLAlchemy's wrapping."""
+    return (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
 metadata = sa.MetaData()
 
 jobs = sa.Table(
@@ -161,17 +166,19 @@ class Db:
             return
         with self.engine.begin() as conn:
             if lock is not None:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(lock))))
+                _advisory_lock(conn, lock)
             yield conn
+
+    def _insert(self, table: sa.Table) -> sa.Insert:
+        return (postgresql.insert if self.is_postgres else sqlite.insert)(table)
 
     def insert_ignoring_duplicates(self, table: sa.Table) -> sa.Insert:
         """INSERT ... ON CONFLICT DO NOTHING RETURNING the key, in this database's words: the result has a
         row when one was inserted (psycopg reports no rowcount for an INSERT)."""
-        ins = (postgresql.insert if self.is_postgres else sqlite.insert)(table).on_conflict_do_nothing()
-        return ins.returning(*table.primary_key.columns)
+        return self._insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
 
     def upsert(self, table: sa.Table, keys: list[str], values: dict) -> sa.Insert:
-        ins = (postgresql.insert if self.is_postgres else sqlite.insert)(table).values(**values)
+        ins = self._insert(table).values(**values)
         return ins.on_conflict_do_update(index_elements=keys, set_={k: v for k, v in values.items() if k not in keys})
 
     def upgrade(self, revision: str = "head") -> None:
@@ -187,7 +194,7 @@ class Db:
             return
         with self._migration_lock(), self.engine.begin() as conn:
             if self.is_postgres:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("digits-migrations"))))
+                _advisory_lock(conn, "digits-migrations")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
         self.migrated = revision == "head"
@@ -199,7 +206,7 @@ class Db:
         except DB_ERRORS as e:
             if not self.is_postgres:
                 raise  # a local file that cannot be opened is not an outage to wait out
-            log.warning("database unreachable; will retry", extra={"error": str(getattr(e, "orig", e)).strip()})
+            log.warning("database unreachable; will retry", extra={"error": error_reason(e)})
         return self.migrated
 
     def revision(self) -> str | None:
@@ -220,6 +227,11 @@ class Db:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _advisory_lock(conn: Connection, name: str) -> None:
+    """PostgreSQL: wait for, then hold until the transaction ends, the lock called `name`."""
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
 
 
 _open: dict[str, Db] = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.services.db import DB_ERRORS, Db, active_model, model_versions
+from app.services.db import DB_ERRORS, Db, active_model, error_reason, model_versions
 from app.services.registry import (
     DEFAULT_VERSION,
     INITIAL_VERSION,
@@ -54,19 +54,25 @@ class DbRegistry(Registry):
         self.cache.mkdir(parents=True, exist_ok=True)
         self._hashes: dict[str, str] = {}  # version -> sha256: versions never change, so never expires
 
-    def _query(self, fn: Callable[[sa.Connection], object]):
+    def _rows(self, query: sa.Select) -> list[sa.Row]:
         try:
             with self.db.read() as conn:
-                return fn(conn)
+                return conn.execute(query).all()
         except DB_ERRORS as e:
-            raise RegistryUnavailable(str(getattr(e, "orig", None) or e).strip().splitlines()[0]) from e
+            raise RegistryUnavailable(error_reason(e)) from e
+
+    def _scalar(self, query: sa.Select):
+        rows = self._rows(query)
+        return rows[0][0] if rows else None
+
+    def _scalars(self, query: sa.Select) -> list:
+        return [r[0] for r in self._rows(query)]
 
     # ---- setup -------------------------------------------------------------------------------
 
     def ensure(self) -> None:
         """Put the committed weights in the database (the first replica to start wins; each later one
         adds only what is missing) and point at the initial version if nothing is active yet."""
-        self.cache.mkdir(parents=True, exist_ok=True)
         if self.seed_dir is not None and self.seed_dir.is_dir():
             known = set(self.versions())
             for src in sorted(self.seed_dir.glob("*.npz")):
@@ -96,19 +102,13 @@ class DbRegistry(Registry):
             raise InvalidVersion(f"invalid version name {version!r}")
         sha = self._hashes.get(version)
         if sha is None:
-            sha = self._query(
-                lambda c: c.execute(
-                    sa.select(model_versions.c.sha256).where(model_versions.c.version == version)
-                ).scalar()
-            )
+            sha = self._scalar(sa.select(model_versions.c.sha256).where(model_versions.c.version == version))
             if sha is None:
                 raise UnknownVersion(version)
             self._hashes[version] = sha
         path = self.cache / f"{sha}.npz"
         if not path.exists():
-            data = self._query(
-                lambda c: c.execute(sa.select(model_versions.c.data).where(model_versions.c.sha256 == sha)).scalar()
-            )
+            data = self._scalar(sa.select(model_versions.c.data).where(model_versions.c.sha256 == sha).limit(1))
             if data is None or _sha256(data) != sha:
                 raise weights.WeightsError(f"version {version!r}: the stored file does not match its hash")
             with atomic_file(path) as f:
@@ -116,14 +116,13 @@ class DbRegistry(Registry):
         return path
 
     def active_version(self) -> str | None:
-        return self._query(lambda c: c.execute(sa.select(active_model.c.version)).scalar())
+        return self._scalar(sa.select(active_model.c.version))
 
     def versions(self) -> list[str]:
-        return self._query(lambda c: sorted(c.execute(sa.select(model_versions.c.version)).scalars()))
+        return sorted(self._scalars(sa.select(model_versions.c.version)))
 
     def versions_by_age(self) -> list[str]:
-        query = sa.select(model_versions.c.version).order_by(model_versions.c.created.desc())
-        return self._query(lambda c: list(c.execute(query).scalars()))
+        return self._scalars(sa.select(model_versions.c.version).order_by(model_versions.c.created.desc()))
 
     def last_served(self) -> str | None:
         """The version this replica served last (for a start while the database is away)."""
@@ -159,16 +158,15 @@ class DbRegistry(Registry):
         if not VERSION_RE.match(version):
             raise InvalidVersion(f"invalid version name {version!r}")
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
-            data = weights.save(
-                Path(tmp) / f"{version}.npz", predictor.network, predictor.card, predictor.detector
-            ).read_bytes()
-        with self.db.write() as conn:
-            if guard is not None and not guard(conn):
-                raise JobLost(f"version {version!r} not registered: the job is no longer this worker's")
-            if not self._insert(version, data, conn):
-                raise InvalidVersion(f"version {version!r} exists already")
-        self._hashes[version] = _sha256(data)
-        return self.path(version)
+            saved = weights.save(Path(tmp) / f"{version}.npz", predictor.network, predictor.card, predictor.detector)
+            data = saved.read_bytes()
+            with self.db.write() as conn:
+                if guard is not None and not guard(conn):
+                    raise JobLost(f"version {version!r} not registered: the job is no longer this worker's")
+                if not self._insert(version, data, conn):
+                    raise InvalidVersion(f"version {version!r} exists already")
+            sha = self._hashes[version] = _sha256(data)
+            return saved.replace(self.cache / f"{sha}.npz")  # into the cache as it is: no fetching it back
 
 
 def open_registry(db: Db, runtime_dir: Path, seed_dir: Path | None, initial: str) -> Registry:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.infra.logs import setup_logging
-from app.services.db import DB_ERRORS, open_db
+from app.services.db import DB_ERRORS, error_reason, open_db
 from app.services.db_registry import open_registry
 from app.services.feedback_review import Review, checksum
 from app.services.feedback_store import FeedbackStore
@@ -77,7 +77,7 @@ class _JobWatch:
         try:
             self.store.add_progress(self.job_id, self.seq, {**p.as_dict(), "seq": self.seq})
         except DB_ERRORS as e:  # this point is lost (streams resume by sequence number); training goes on
-            log.warning("progress not recorded", extra={"job": self.job_id, "error": str(e).splitlines()[0]})
+            log.warning("progress not recorded", extra={"job": self.job_id, "error": error_reason(e)})
 
 
 def _corrections(feedback: FeedbackStore | None) -> Corrections | None:

@@ -18,11 +18,12 @@ import socket
 import threading
 
 from app.infra.settings import Settings
-from app.services.db import DB_ERRORS, open_db
+from app.services.db import DB_ERRORS, error_reason, open_db
 from app.services.db_registry import open_registry
 from app.services.feedback_store import FeedbackStore
 from app.services.job_store import Job, JobStatus, JobStore
 from app.services.registry import JobLost
+from app.services.training_launcher import WorkerQueue
 from app.services.training_process import Interrupted, lower_priority, run_job
 
 log = logging.getLogger("digits.worker")
@@ -52,7 +53,7 @@ class Heartbeat:
                 answer = self.store.heartbeat(self.job_id, self.name)
             except DB_ERRORS as e:
                 log.warning(
-                    "heartbeat failed; training on", extra={"job": self.job_id, "error": str(e).splitlines()[0]}
+                    "heartbeat failed; training on", extra={"job": self.job_id, "error": error_reason(e)}
                 )
                 continue  # a short outage: the job is given up on only after worker_timeout_s
             if answer is None:
@@ -70,6 +71,7 @@ class TrainingWorker:
         self.store = JobStore(self.db)
         self.registry = open_registry(self.db, settings.runtime_dir, settings.weights_dir, settings.initial_version)
         self.feedback = FeedbackStore(self.db, salt=b"", max_items=0)  # read here, never added to
+        self.queue = WorkerQueue(self.store, settings)  # its recover() gives up on silent workers' jobs
         self.stopping = threading.Event()
         self._beat: Heartbeat | None = None
 
@@ -87,9 +89,7 @@ class TrainingWorker:
     def run_once(self) -> str | None:
         """Give up on silent workers' jobs, claim one job and run it; its id, or None if none was queued."""
         self.db.migrated or self.db.upgrade()
-        failed = self.store.reap(self.settings.worker_timeout_s)
-        if failed:
-            log.warning("marked failed the jobs of a silent training worker", extra={"jobs": failed})
+        self.queue.recover()
         job = self.store.claim(self.name, os.getpid())
         if job is None:
             return None
@@ -113,7 +113,7 @@ class TrainingWorker:
                 ran = self.run_once()
             except DB_ERRORS as e:
                 if not unreachable:
-                    log.error("database unreachable; retrying", extra={"error": str(e).splitlines()[0]})
+                    log.error("database unreachable; retrying", extra={"error": error_reason(e)})
                 unreachable, ran = True, None
             else:
                 if unreachable:

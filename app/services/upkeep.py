@@ -4,6 +4,7 @@ database that was away at start (schema, committed weights), and give up on sile
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from app.services.db import DB_ERRORS, Db
@@ -29,12 +30,9 @@ class Upkeep:
         if isinstance(self.launcher, WorkerQueue):
             self.launcher.recover()
 
-    def try_step(self) -> bool:
-        try:
+    def try_step(self) -> None:
+        with contextlib.suppress(*UNREACHABLE):  # the holder and the request handlers say it, not every second
             self.step()
-        except UNREACHABLE:
-            return False  # the holder and the request handlers say it; nothing to add every second
-        return True
 
     async def run(self, interval_s: float) -> None:
         while True:
