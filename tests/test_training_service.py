@@ -283,3 +283,30 @@ def test_a_cnn_job_trains_in_the_background_and_its_version_is_served(client, ad
     assert served_within(client, done["version"], 5)
     r = client.post("/predict", json={"pixels": STROKE})
     assert r.status_code == 200 and r.json()["model_version"] == done["version"]
+
+
+def test_a_shutdown_signal_during_a_database_call_still_reads_interrupted(tmp_path, monkeypatch):
+    # SIGTERM's handler raises Interrupted wherever the process is; raised while SQLAlchemy prepares a
+    # statement (as seen in a CI run), it arrives wrapped in a StatementError.
+    from app.services.training_process import Interrupted
+
+    settings = Settings(runtime_dir=tmp_path / "var", admin_token="t")
+    registry = Registry(settings.runtime_dir, settings.weights_dir)
+    registry.ensure()
+    store = JobStore(settings.runtime_dir / "jobs.sqlite")
+    job = store.create("tiny", preset("tiny").as_dict(), "always")
+    context = store.db.engine.dialect.execution_ctx_cls
+    real_create_cursor = context.create_cursor
+    fired = []
+
+    def signal_arrives(self):
+        statement = str(getattr(self, "compiled", None) or "")
+        if statement.startswith("SELECT jobs.cancel_requested") and not fired:
+            fired.append(statement)  # the per-step question
+            raise Interrupted("the server shut down while the job ran")
+        return real_create_cursor(self)
+
+    monkeypatch.setattr(context, "create_cursor", signal_arrives)
+    assert run_job(job.id, store, registry, None) == "interrupted"
+    assert fired and store.get(job.id).status == "interrupted"
+    assert registry.versions() == ["cnn", "default", "seed"]

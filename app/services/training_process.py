@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import sqlalchemy as sa
+
 from app.infra.logs import setup_logging
 from app.services.db import DB_ERRORS, error_reason, open_db
 from app.services.db_registry import open_registry
@@ -111,6 +113,8 @@ def _train_and_register(
 
 def _failure(job_id: str, e: BaseException) -> tuple[JobStatus, str]:
     """The final status and message for a job that raised e."""
+    if isinstance(e, sa.exc.StatementError) and isinstance(e.orig, Interrupted):
+        e = e.orig  # SIGTERM's Interrupted, raised while SQLAlchemy ran a statement, comes wrapped
     if isinstance(e, TrainingCancelled):
         return JobStatus.CANCELLED, "cancelled by an admin"
     if isinstance(e, Interrupted):
