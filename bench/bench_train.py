@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model.config import PRESETS, TrainConfig
 from model.data import load_mnist
 from model.layers import describe
+from model.network import is_sizes
 from model.spec import from_pixels
 from model.train import train
 
@@ -54,10 +55,11 @@ def numpy_epochs(layers: list, epochs: int, x: np.ndarray, y: np.ndarray) -> lis
     for h in result.history:
         times.append(h["seconds"] - last)
         last = h["seconds"]
-    if not cfg.is_dense:
+    dense = is_sizes(cfg.layers)
+    if not dense:
         numpy_layer_times(result.network, x, y)
         convolution_ways()
-    bench_numpy_inference(result.network, x, dense=cfg.is_dense)
+    bench_numpy_inference(result.network, x, dense=dense)
     return times
 
 
@@ -283,7 +285,7 @@ def main() -> None:
     x, y = data.train.x, data.train.y
     if args.preset:
         args.layers = PRESETS[args.preset].layers
-    dense = all(isinstance(n, int) for n in args.layers)
+    dense = is_sizes(args.layers)
     print(f"layers {describe(args.layers)}, Adam 1e-3, batch 128, float32, {len(x)} images, {args.epochs} epochs")
     print(f"numpy {np.__version__}; BLAS: {blas_info()}")
     print(" ".join(f"{k}={os.environ.get(k)}" for k in BLAS_OVERRIDES))

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from model.augment import Distortions
-from model.convnet import Classifier, ConvNet, build_layers, is_dense, make_network
-from model.network import DTYPES, INIT_SCHEMES
+from model.network import DTYPES, INIT_SCHEMES, Network, build_layers, is_sizes
 from model.optimizers import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, make_optimizer
 from model.spec import N_CLASSES, N_PIXELS
 
@@ -26,7 +25,7 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INIT_SCHEMES,
 @dataclass(frozen=True)
 class TrainConfig:
     # Sizes of a dense stack (784, hidden..., 10), or a list of layer objects (model.layers) such as
-    # {"type": "conv", "filters": 32, "size": 5}, for a network of any layers (model.convnet).
+    # {"type": "conv", "filters": 32, "size": 5}, for a network of any layers (model.network).
     layers: list[int] | list[dict[str, Any]] = field(default_factory=lambda: [784, 256, 10])
     init: str = "he"  # "he", or "uniform" in [-0.5, 0.5) as the seed network did (INIT_SCHEMES)
     optimizer: str = "adam"
@@ -59,24 +58,15 @@ class TrainConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
-    @property
-    def is_dense(self) -> bool:
-        """A stack of dense layers given by its sizes (model.network), rather than a list of layers."""
-        return is_dense(self.layers)
-
     def _layer_problems(self) -> list[str]:
-        if not self.is_dense:
-            try:
-                build_layers(self.layers)
-                return [] if self.init == "he" else ["a network of layers initialises with 'he'"]
-            except ValueError as e:
-                return [str(e)]
-        p = []
-        if len(self.layers) < 2 or self.layers[0] != N_PIXELS or self.layers[-1] != N_CLASSES:
-            p.append(f"layers must start with {N_PIXELS} and end with {N_CLASSES}, got {self.layers}")
-        if any(int(n) < 1 for n in self.layers):
-            p.append("every layer needs at least one unit")
-        return p
+        ends = (self.layers[0], self.layers[-1]) if self.layers else None
+        if is_sizes(self.layers) and (len(self.layers) < 2 or ends != (N_PIXELS, N_CLASSES)):
+            return [f"layers must start with {N_PIXELS} and end with {N_CLASSES}, got {self.layers}"]
+        try:
+            build_layers(self.layers)
+        except ValueError as e:
+            return [str(e)]
+        return []
 
     def problems(self) -> list[str]:
         p = self._layer_problems()
@@ -114,12 +104,9 @@ class TrainConfig:
 
     # ---- what the training loop builds from it ----------------------------------------------------
 
-    def network(self, rng: np.random.Generator) -> Classifier:
+    def network(self, rng: np.random.Generator) -> Network:
         """A freshly initialised network of this configuration's layers."""
-        net = make_network(self.layers, np.dtype(self.dtype)).init(rng, self.init)
-        if isinstance(net, ConvNet):
-            net.set_rng(rng)  # dropout masks
-        return net
+        return Network(self.layers, np.dtype(self.dtype)).init(rng, self.init)
 
     @property
     def distortions(self) -> Distortions | None:
@@ -127,7 +114,7 @@ class TrainConfig:
         d = Distortions(self.augment_shift, self.augment_rotate, self.augment_scale, self.augment_elastic)
         return d if d.rotate or d.scale or d.elastic else None
 
-    def optimizer_for(self, net: Classifier) -> Optimizer:
+    def optimizer_for(self, net: Network) -> Optimizer:
         opt = make_optimizer(self.optimizer, net.n_params, net.dtype, momentum=self.momentum)
         return opt.with_weight_decay(self.weight_decay, net.decayed())
 
@@ -172,7 +159,7 @@ PRESETS: dict[str, TrainConfig] = {
         [784, 1024, 1024, 10], optimizer="adam", lr=1e-3, schedule="cosine", lr_min=1e-5, weight_decay=0.05,
         epochs=30, batch_size=128, augment_shift=2, val_size=1_000, seed=1, detector_epochs=8, negatives=24_000,
     ),
-    # The CNN (model.convnet): two 5x5 convolutions with 2x2 max pooling and batch norm, a 256-unit
+    # The CNN (model.layers): two 5x5 convolutions with 2x2 max pooling and batch norm, a 256-unit
     # dense layer, dropout; distorted digits (shifts, rotations, scaling) except in the last 3 epochs,
     # which see the images as they are. Under 10 minutes on 2 cores (README has the figures).
     "cnn": TrainConfig(

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from model.convnet import Classifier
 from model.data import Dataset
+from model.network import Network
 from model.spec import N_CLASSES, from_pixels
 
 
@@ -27,7 +27,7 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int = N_CLASS
     return np.bincount(k * labels.astype(np.int64) + predicted, minlength=k * k).reshape(k, k)
 
 
-def evaluate(network: Classifier, data: Dataset) -> Evaluation:
+def evaluate(network: Network, data: Dataset) -> Evaluation:
     predicted = network.predict(from_pixels(data.x, network.dtype))
     cm = confusion_matrix(data.y, predicted)
     per_class = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)

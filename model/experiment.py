@@ -14,7 +14,6 @@ import numpy as np
 from model import calibration, trust
 from model.card import ModelCard, Score, TrainingRecord
 from model.config import TrainConfig
-from model.convnet import Classifier
 from model.data import Dataset, Mnist, load_mnist, split
 from model.drawings import canvas_set, restyle
 from model.evaluation import evaluate
@@ -52,7 +51,7 @@ class Measured:
         return cls((from_pixels(data.test.x), data.test.y), canvas, drawings)
 
 
-def canvas_accuracy(network: Classifier, measured: Measured) -> Score:
+def canvas_accuracy(network: Network, measured: Measured) -> Score:
     """Accuracy on the fixed set of generated canvas-style drawings, through the serving path."""
     x, y = measured.canvas
     return Score(accuracy=float((network.predict(x) == y).mean()), n=len(y))
@@ -82,7 +81,7 @@ def make_trustworthy(
     return dataclasses.replace(trained, card=trained.card.replace(detector=card), detector=detector)
 
 
-def _auroc(net: Classifier, detector: Network, measured: Measured) -> dict[str, float]:
+def _auroc(net: Network, detector: Network, measured: Measured) -> dict[str, float]:
     """How well each score separates held-out non-digits from the measured digits."""
     digits = measured.drawings[0]
     non_digits = np.stack([normalise_bytes(png).reshape(-1) for _, png in held_out_set()])
@@ -146,7 +145,7 @@ def run_experiment(
 
 
 def retrofit(
-    network: Classifier, card: ModelCard, config: TrainConfig, data_dir: str | os.PathLike | None = None
+    network: Network, card: ModelCard, config: TrainConfig, data_dir: str | os.PathLike | None = None
 ) -> Predictor:
     """An already trained classifier, made trustworthy as a new run would be: same weights, new fits."""
     data = load_mnist(data_dir)

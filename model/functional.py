@@ -29,16 +29,6 @@ def softmax_(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of integer labels under softmax(logits); finite for any finite logits.
-
-    The obvious, allocating version, kept as the reference the fused training loss is checked against.
-    """
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (m, 10)
-    return float(-logp[np.arange(len(labels)), labels].mean())
-
-
 def softmax_cross_entropy_(z: np.ndarray, labels: np.ndarray) -> float:
     """Turn logits z (m, k) into probabilities in place; return the mean loss of `labels`.
 

@@ -13,7 +13,7 @@ products of k = 32 ("shift and multiply": small matrices run BLAS far below its 
 with `np.einsum(..., optimize=True)` over the window view (`bench/bench_train.py --preset cnn`
 measures the three again, and every layer's share of a training step).
 
-Each layer declares its parameters (`param_shapes`); the network (model.convnet) keeps all of them
+Each layer declares its parameters (`param_shapes`); the network (model.network) keeps all of them
 in one flat vector and hands each layer views, so optimizers update every layer in a few ufunc calls.
 `forward(x, training=True)` keeps what `backward` needs; `training=False` keeps nothing, so
 inference is safe from several threads at once. In training, every array a layer makes lives in a
@@ -49,7 +49,7 @@ class Layer:
         """Arrays the layer keeps that training does not optimise (batch norm's running statistics)."""
         return {}
 
-    def init(self, rng: np.random.Generator) -> None:
+    def init(self, rng: np.random.Generator, scheme: str = "he") -> None:
         pass
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -78,9 +78,16 @@ class Layer:
         ones.fill(1)
         return ones
 
-    def decayed(self) -> list[np.ndarray]:
-        """The parameters weight decay shrinks: weights, never biases."""
-        return [self.params["W"]] if "W" in self.params else []
+    def init_weights(self, rng: np.random.Generator, scheme: str) -> None:
+        """He initialisation, N(0, 2 / fan_in) and zero biases, for ReLU networks; 'uniform' is the seed
+        network's U[-0.5, 0.5) for weights and biases alike."""
+        W, b = self.params["W"], self.params["b"]
+        if scheme == "uniform":
+            W[...] = rng.random(W.shape) - 0.5
+            b[...] = rng.random(b.shape) - 0.5
+        else:
+            W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])
+            b[...] = 0
 
 
 class Conv2D(Layer):
@@ -102,10 +109,8 @@ class Conv2D(Layer):
         # W rows are ordered (ki, kj, c), the order of the patches in cols
         return {"W": (self.size * self.size * self.channels, self.filters), "b": (self.filters,)}
 
-    def init(self, rng: np.random.Generator) -> None:
-        fan_in = self.params["W"].shape[0]
-        self.params["W"][...] = rng.standard_normal(self.params["W"].shape) * np.sqrt(2.0 / fan_in)  # He
-        self.params["b"][...] = 0
+    def init(self, rng: np.random.Generator, scheme: str = "he") -> None:
+        self.init_weights(rng, scheme)
 
     def im2col(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """(m, H, W, C) -> cols (m*OH*OW, K*K*C): row (n, i, j) is the patch under output pixel (i, j)."""
@@ -232,7 +237,7 @@ class Flatten(Layer):
 
 
 class Dense(Layer):
-    """Z = X @ W + b: (m, n_in) @ (n_in, n_out) -> (m, n_out), as in model.network."""
+    """Z = X @ W + b: (m, n_in) @ (n_in, n_out) -> (m, n_out); the seed's Z1 = W1 X + b1, transposed (model.seed)."""
 
     kind = "dense"
 
@@ -248,10 +253,8 @@ class Dense(Layer):
     def param_shapes(self) -> dict[str, Shape]:
         return {"W": (self.in_shape[0], self.units), "b": (self.units,)}
 
-    def init(self, rng: np.random.Generator) -> None:
-        W = self.params["W"]
-        W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])  # He
-        self.params["b"][...] = 0
+    def init(self, rng: np.random.Generator, scheme: str = "he") -> None:
+        self.init_weights(rng, scheme)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         y = self.buffer("y", (len(x), self.units), x.dtype, training)
@@ -295,7 +298,7 @@ class BatchNorm(Layer):
     def state_shapes(self) -> dict[str, Shape]:
         return {"mean": (self.channels,), "var": (self.channels,)}
 
-    def init(self, rng: np.random.Generator) -> None:
+    def init(self, rng: np.random.Generator, scheme: str = "he") -> None:
         self.params["gamma"][...] = 1
         self.params["beta"][...] = 0
         self.state["mean"][...] = 0
@@ -345,9 +348,6 @@ class BatchNorm(Layer):
         dy2 *= a  # dy is this layer's to change, as ReLU's backward changes its own
         tmp += dy2
         return tmp.reshape(dy.shape)
-
-    def decayed(self) -> list[np.ndarray]:
-        return []
 
 
 class Dropout(Layer):

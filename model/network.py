@@ -1,150 +1,172 @@
-"""A stack of dense layers: ReLU hidden layers, a softmax output, cross-entropy loss.
+"""The one network type: a list of layers (model.layers), as micrograd's `nn.py` and every framework.
 
-The seed network, in its own column-wise notation (X is 784 x m):
+A card or a configuration describes it in one of two ways:
+- the sizes of a dense stack, `[784, 10, 10]`: the short form, read as dense, ReLU, dense, ... with
+  vectors of sizes[0] in and sizes[-1] out (the seed, the MLPs and the not-a-digit detector);
+- a list of layer objects, `[{"type": "conv", "filters": 16, "size": 5}, ...]`: 28x28x1 images in,
+  ten logits out (the CNN).
 
-    Z1 = W1 X + b1      A1 = ReLU(Z1)      Z2 = W2 A1 + b2      A2 = softmax(Z2)
-    dZ2 = A2 - Y        dW2 = dZ2 A1^T / m  db2 = sum_over_batch(dZ2) / m
-    dZ1 = W2^T dZ2 * ReLU'(Z1)              dW1 = dZ1 X^T / m   db1 = sum_over_batch(dZ1) / m
-
-Here rows are samples, so every product is the transpose of the seed's: Z = A_prev @ W + b with W
-of shape (n_in, n_out). Any number of layers follows the same two lines per layer.
-
-Speed comes from keeping every parameter, gradient and activation in preallocated float32 arrays
-and sending every product to BLAS with `out=`: the parameters live in one flat vector (`params`)
-with each W and b a view into it, so an optimizer updates all of them in a few ufunc calls.
+Inputs always arrive as (m, 784) rows and are seen in the first layer's shape. The maths of each
+layer is in model.layers; the seed network's equations, in the tutorial's own notation, are in
+model.seed. Every parameter, gradient and state array lives in one flat vector (`params`,
+`grads`, `state`) of which each layer holds views, so an optimizer updates them all in a few ufunc
+calls.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from model.functional import softmax_, softmax_cross_entropy_
+from model.layers import MAX_UNITS, Dense, Dropout, Layer, ReLU, Shape, from_spec
+from model.spec import N_CLASSES, SIDE
 
-INIT_SCHEMES = ("he", "uniform")
+IMAGE = (SIDE, SIDE, 1)
+INIT_SCHEMES = ("he", "uniform")  # He for ReLU stacks; U[-0.5, 0.5) as the seed network did
 DTYPES = ("float32", "float64")
+MAX_PARAMS = 50_000_000  # 200 MB of float32: more is a damaged description, not a network
 
 
 class BatchResult(NamedTuple):
     loss: float  # mean cross-entropy over the batch
-    probabilities: np.ndarray  # (m, 10), a view of a training buffer: valid until the next backprop
+    probabilities: np.ndarray  # (m, k), a view of a training buffer: valid until the next backprop
+
+
+def is_sizes(layers: Any) -> bool:
+    """The short form: a dense stack's sizes rather than a list of layer objects."""
+    return isinstance(layers, list | tuple) and all(isinstance(n, int) and not isinstance(n, bool) for n in layers)
+
+
+def _dense_stack(sizes: Sequence[int]) -> list[Layer]:
+    if len(sizes) < 2 or not all(1 <= n <= MAX_UNITS for n in sizes):
+        raise ValueError(f"layer sizes must be at least two integers from 1 to {MAX_UNITS}, got {list(sizes)}")
+    layers: list[Layer] = []
+    for n in sizes[1:]:
+        layers += [Dense(n), ReLU()]
+    return layers[:-1]  # no ReLU on the logits
+
+
+def build_layers(description: Any, outputs: int = N_CLASSES) -> tuple[list[Layer], Shape]:
+    """The layers a card describes and the input shape they read, shapes checked from input to the
+    logits; raises ValueError saying what is impossible. Allocates nothing, so it also validates."""
+    if is_sizes(description) and description:
+        layers, shape = _dense_stack(description), (description[0],)
+        outputs = description[-1]
+    elif isinstance(description, list | tuple) and description:
+        layers, shape = [from_spec(s) for s in description], IMAGE
+    else:
+        raise ValueError(f"layers must be a non-empty list of sizes or of layer objects, got {description!r}")
+    in_shape = shape
+    for i, layer in enumerate(layers):
+        try:
+            shape = layer.build(shape)
+        except ValueError as e:
+            raise ValueError(f"layer {i} ({layer.kind}): {e}") from None
+    if not isinstance(layers[-1], Dense) or shape != (outputs,):
+        raise ValueError(f"the last layer must be dense with {outputs} units (the logits), got {description[-1]!r}")
+    n_params = sum(int(np.prod(s)) for layer in layers for s in layer.param_shapes().values())
+    if n_params > MAX_PARAMS:
+        raise ValueError(f"{n_params:,} parameters is more than the {MAX_PARAMS:,} a network may have")
+    return layers, in_shape
+
+
+def _flat(shapes: list[dict[str, Shape]], dtype: np.dtype) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """One zeroed vector holding every layer's arrays in order, and each layer's views into it."""
+    flat = np.zeros(sum(int(np.prod(s)) for named in shapes for s in named.values()), dtype)
+    views, offset = [], 0
+    for named in shapes:
+        views.append({})
+        for name, shape in named.items():
+            size = int(np.prod(shape))
+            views[-1][name] = flat[offset : offset + size].reshape(shape)
+            offset += size
+    return flat, views
 
 
 class Network:
-    def __init__(self, sizes: Sequence[int], dtype: type | np.dtype = np.float32) -> None:
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ValueError(f"layer sizes must be at least two positive integers, got {sizes}")
-        self.sizes = sizes
+    def __init__(self, layers: Sequence[int] | Sequence[dict[str, Any]], dtype: type | np.dtype = np.float32) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype.name not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype}")
-        shapes = [(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)]
-        total = sum(i * o + o for i, o in shapes)
-        self.params = np.zeros(total, self.dtype)
-        self.grads = np.zeros(total, self.dtype)
-        self.W: list[np.ndarray] = []
-        self.b: list[np.ndarray] = []
-        self.dW: list[np.ndarray] = []
-        self.db: list[np.ndarray] = []
-        offset = 0
-        for n_in, n_out in shapes:
-            for store, grad_store, shape in (
-                (self.W, self.dW, (n_in, n_out)),
-                (self.b, self.db, (n_out,)),
-            ):
-                size = int(np.prod(shape))
-                store.append(self.params[offset : offset + size].reshape(shape))
-                grad_store.append(self.grads[offset : offset + size].reshape(shape))
-                offset += size
-        self._train_buffers: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-        self._local = threading.local()  # inference buffers, one set per thread
+        self.sizes: list[int] | None = list(layers) if is_sizes(layers) else None
+        self.layers, self.in_shape = build_layers(list(layers), N_CLASSES)
+        self.n_inputs = int(np.prod(self.in_shape))
+        param_shapes = [layer.param_shapes() for layer in self.layers]
+        self.params, params = _flat(param_shapes, self.dtype)
+        self.grads, grads = _flat(param_shapes, self.dtype)
+        self.state, state = _flat([layer.state_shapes() for layer in self.layers], self.dtype)
+        for layer, p, g, st in zip(self.layers, params, grads, state, strict=True):
+            layer.params, layer.grads, layer.state = p, g, st
+        self.timings: dict[str, list[float]] | None = None  # per layer forward/backward seconds, when asked
 
     @property
-    def n_layers(self) -> int:
-        return len(self.W)
+    def spec(self) -> list[int] | list[dict[str, Any]]:
+        """The layers as the model card writes them: the sizes of a dense stack, else layer objects."""
+        return list(self.sizes) if self.sizes else [layer.spec() for layer in self.layers]
 
     @property
     def n_params(self) -> int:
         return int(self.params.size)
 
-    @property
-    def spec(self) -> list[int]:
-        """The layers as the model card writes them: the sizes."""
-        return list(self.sizes)
-
     def decayed(self) -> list[np.ndarray]:
-        """The weights that weight decay shrinks, never the biases."""
-        return self.W
+        """What weight decay shrinks, by nanoGPT's one rule: every parameter of two or more dimensions
+        (kernels and weight matrices), never the biases and batch norm's scales and shifts."""
+        return [p for layer in self.layers for p in layer.params.values() if p.ndim >= 2]
 
     def named_params(self) -> dict[str, np.ndarray]:
-        """Arrays by the names the weights file stores them under: W0, b0, W1, b1, ..."""
-        named = {}
-        for i, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
-            named[f"W{i}"], named[f"b{i}"] = W, b
-        return named
+        """Arrays by the names the weights file stores them under: W0, b0, W1, b1, ... for a dense stack
+        given by its sizes; L0.W, L0.b, L2.mean, ... (layer index, array) for a list of layers."""
+        if self.sizes:
+            dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+            return {f"{k}{i}": layer.params[k] for i, layer in enumerate(dense) for k in ("W", "b")}
+        return {f"L{i}.{k}": a for i, layer in enumerate(self.layers) for k, a in (layer.params | layer.state).items()}
 
     def init(self, rng: np.random.Generator, scheme: str = "he") -> Network:
-        """He initialisation for ReLU stacks; 'uniform' is the seed network's U[-0.5, 0.5)."""
-        for W, b in zip(self.W, self.b, strict=True):
-            if scheme == "he":
-                W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / W.shape[0])
-                b[...] = 0
-            elif scheme == "uniform":
-                W[...] = rng.random(W.shape) - 0.5
-                b[...] = rng.random(b.shape) - 0.5
-            else:
-                raise ValueError(f"unknown init scheme {scheme!r}; choose from {INIT_SCHEMES}")
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown init scheme {scheme!r}; choose from {INIT_SCHEMES}")
+        for layer in self.layers:
+            layer.init(rng, scheme)
+            if isinstance(layer, Dropout):
+                layer.rng = rng  # masks from the same generator, so a seed reproduces a run
         return self
 
     # ---- forward -------------------------------------------------------------------------------
 
-    def _forward_into(self, X: np.ndarray, acts: list[np.ndarray]) -> None:
-        """Fill acts[l] with layer l's output; the last one holds the logits."""
-        A = X
-        last = self.n_layers - 1
-        for l, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
-            Z = acts[l]
-            np.matmul(A, W, out=Z)  # (m, n_in) @ (n_in, n_out) -> (m, n_out)
-            Z += b  # b broadcast over the batch: (n_out,)
-            if l < last:
-                np.maximum(Z, 0, out=Z)  # A = ReLU(Z), in place
-            A = Z
-
     def _as_input(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise ValueError(f"expected input of shape (m, {self.sizes[0]}), got {X.shape}")
-        return np.ascontiguousarray(X, dtype=self.dtype)
+        if X.ndim != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(f"expected input of shape (m, {self.n_inputs}), got {X.shape}")
+        return np.ascontiguousarray(X, dtype=self.dtype).reshape(len(X), *self.in_shape)
 
-    def _inference_buffers(self, m: int) -> list[np.ndarray]:
-        cache = getattr(self._local, "cache", None)
-        if cache is None or cache[0] < m:
-            cache = (m, [np.empty((m, n), self.dtype) for n in self.sizes[1:]])
-            self._local.cache = cache
-        return [a[:m] for a in cache[1]]
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        for i, layer in enumerate(self.layers):
+            started = time.perf_counter()
+            x = layer.forward(x, training)
+            self._time(i, "forward", started)
+        return x
+
+    def _time(self, i: int, way: str, started: float) -> None:
+        if self.timings is not None:
+            key = f"{i}:{self.layers[i].kind}:{way}"
+            self.timings.setdefault(key, []).append(time.perf_counter() - started)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
-        X = self._as_input(X)
-        acts = [np.empty((len(X), n), self.dtype) for n in self.sizes[1:]]
-        self._forward_into(X, acts)
-        return acts[-1]
+        return self._forward(self._as_input(X), training=False)
 
-    def predict_proba(self, X: np.ndarray, chunk: int = 10_000, temperature: float = 1.0) -> np.ndarray:
-        """Class probabilities (m, 10) of softmax(logits / temperature). Thread-safe: each thread reuses
-        its own buffers."""
+    def predict_proba(self, X: np.ndarray, chunk: int = 500, temperature: float = 1.0) -> np.ndarray:
+        """Class probabilities (m, k) of softmax(logits / temperature). Thread-safe: inference keeps no
+        state in the layers. Chunks of 500 keep a convolution's im2col copies under ~80 MB."""
         X = self._as_input(X)
-        out = np.empty((len(X), self.sizes[-1]), self.dtype)
+        out = np.empty((len(X), self.layers[-1].units), self.dtype)
         for start in range(0, len(X), chunk):
-            part = X[start : start + chunk]
-            acts = self._inference_buffers(len(part))
-            self._forward_into(part, acts)
+            z = self._forward(X[start : start + chunk], training=False)
             if temperature != 1.0:
-                acts[-1] *= 1 / temperature
-            out[start : start + len(part)] = softmax_(acts[-1])
+                z *= 1 / temperature
+            out[start : start + len(z)] = softmax_(z)
         return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -152,38 +174,19 @@ class Network:
 
     # ---- training ------------------------------------------------------------------------------
 
-    def _training_buffers(self, m: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Activations acts[l] (m, n_l+1) and deltas dZ[l] of the same shapes, made once per m."""
-        if m not in self._train_buffers:
-            acts = [np.empty((m, n), self.dtype) for n in self.sizes[1:]]
-            deltas = [np.empty((m, n), self.dtype) for n in self.sizes[1:]]
-            self._train_buffers[m] = (acts, deltas)
-        return self._train_buffers[m]
-
     def backprop(self, X: np.ndarray, y: np.ndarray) -> BatchResult:
-        """Forward and backward pass over a batch: fills self.grads (so dW, db) with the batch means.
+        """Forward and backward pass over a batch: fills self.grads with the batch-mean gradients.
 
-        Returns the batch's mean loss and probabilities, which the training loop's statistics use.
-        """
-        X = self._as_input(X)
-        m = len(X)  # the batch's own size, never a global
-        acts, deltas = self._training_buffers(m)
-        self._forward_into(X, acts)
-        P = acts[-1]
-        loss = softmax_cross_entropy_(P, y)  # P = A_L = softmax(Z_L)
-        # dZ_L = (A_L - Y) / m, with Y one-hot: subtract 1 at each row's label.
-        dZ = deltas[-1]
-        np.copyto(dZ, P)
+        Returns the batch's mean loss and probabilities, which the training loop's statistics use."""
+        x = self._as_input(X)
+        m = len(x)  # the batch's own size, never a global
+        P = self._forward(x, training=True)
+        loss = softmax_cross_entropy_(P, y)  # P becomes softmax(logits) in place
+        dZ = P.copy()  # dLoss/dlogits = (P - Y) / m, with Y one-hot
         dZ[np.arange(m), y] -= 1
         dZ *= 1.0 / m
-        for l in range(self.n_layers - 1, -1, -1):
-            A_prev = X if l == 0 else acts[l - 1]
-            np.matmul(A_prev.T, dZ, out=self.dW[l])  # (n_in, m) @ (m, n_out) -> (n_in, n_out)
-            dZ.sum(axis=0, out=self.db[l])  # per unit, over the batch axis: (n_out,)
-            if l == 0:
-                break  # no gradient with respect to the input pixels
-            dA = deltas[l - 1]
-            np.matmul(dZ, self.W[l].T, out=dA)  # (m, n_out) @ (n_out, n_in) -> (m, n_in)
-            dA[A_prev <= 0] = 0  # * ReLU'(Z_prev): A_prev > 0 exactly where Z_prev > 0
-            dZ = dA
+        for i in range(len(self.layers) - 1, -1, -1):
+            started = time.perf_counter()
+            dZ = self.layers[i].backward(dZ, need_dx=i > 0)  # no gradient for the input pixels
+            self._time(i, "backward", started)
         return BatchResult(loss, P)

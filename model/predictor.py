@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.card import ModelCard
-from model.convnet import Classifier
 from model.network import Network
 
 DEFAULT_UNCERTAIN_BELOW = 0.7  # for cards without a calibration (files made before it existed)
@@ -23,7 +22,7 @@ class Answers:
 
 @dataclass(frozen=True)
 class Predictor:
-    network: Classifier
+    network: Network
     card: ModelCard
     detector: Network | None = None
 

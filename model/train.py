@@ -11,9 +11,9 @@ import numpy as np
 
 from model.augment import Distorter
 from model.config import TrainConfig
-from model.convnet import Classifier
 from model.data import Dataset, ShiftAugmenter
 from model.evaluation import evaluate
+from model.network import Network
 from model.spec import from_pixels
 
 
@@ -44,7 +44,7 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    network: Classifier
+    network: Network
     config: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
     seconds: float = 0.0

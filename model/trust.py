@@ -15,7 +15,6 @@ import numpy as np
 
 from model import calibration
 from model.card import Calibration, DetectorCard
-from model.convnet import Classifier
 from model.drawings import STYLES, draw
 from model.images import ImageError, normalise_bytes, to_mnist
 from model.negatives import training_masks
@@ -47,7 +46,7 @@ def negatives(n: int, seed: int) -> np.ndarray:
 
 
 def fit_calibration(
-    network: Classifier, fit_x: np.ndarray, fit_y: np.ndarray, measured: dict[str, tuple[np.ndarray, np.ndarray]]
+    network: Network, fit_x: np.ndarray, fit_y: np.ndarray, measured: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> Calibration:
     """Temperature and abstention threshold from (fit_x, fit_y); ECE, reliability and coverage on each
     measured set, before and after."""

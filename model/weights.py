@@ -1,4 +1,4 @@
-"""Weights files: `.npz` with W0, b0, W1, b1, ... and the model card as a JSON `metadata` entry.
+"""Weights files: `.npz` with the network's arrays (`Network.named_params`) and the model card as JSON.
 
 Loading never unpickles (allow_pickle=False) and checks everything a damaged or foreign file could
 get wrong before a network is built from it. Saving is atomic: a reader sees the old file or the
@@ -15,14 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from model.card import CardError, ModelCard
-from model.convnet import Classifier, build_layers, make_network
 from model.files import atomic_file
 from model.network import Network
 from model.predictor import Predictor
 from model.spec import N_CLASSES, N_PIXELS
 
 METADATA_KEY = "metadata"
-MAX_FILE_UNITS = 65536  # per layer: more is a damaged file, not a network
 
 
 class WeightsError(ValueError):
@@ -32,7 +30,7 @@ class WeightsError(ValueError):
 DETECTOR = "D"  # prefix of the detector's arrays: DW0, Db0, ...
 
 
-def save(path: str | os.PathLike, network: Classifier, card: ModelCard, detector: Network | None = None) -> Path:
+def save(path: str | os.PathLike, network: Network, card: ModelCard, detector: Network | None = None) -> Path:
     """Write network, card and detector (if any) to `path` atomically (temp file, fsync, rename)."""
     path = Path(path)
     if path.suffix != ".npz":
@@ -80,7 +78,7 @@ def _card(entry: np.ndarray, name: str) -> ModelCard:
         raise WeightsError(f"{name}: {e}") from None
 
 
-def load(path: str | os.PathLike, name: str | None = None) -> tuple[Classifier, ModelCard]:
+def load(path: str | os.PathLike, name: str | None = None) -> tuple[Network, ModelCard]:
     """The classifier and its card (see load_predictor for the detector too)."""
     predictor = load_predictor(path, name)
     return predictor.network, predictor.card
@@ -107,62 +105,37 @@ def load_predictor(path: str | os.PathLike, name: str | None = None) -> Predicto
     return from_arrays(arrays, name)
 
 
-def _check_layers(layers: object, name: str, outputs: int = N_CLASSES) -> list[int]:
-    if (
-        not isinstance(layers, list)
-        or len(layers) < 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_FILE_UNITS for n in layers)
-    ):
-        raise WeightsError(f"{name}: metadata 'layers' must be a list of positive integers, got {layers!r}")
-    if layers[0] != N_PIXELS or layers[-1] != outputs:
+def _network(layers: object, name: str, dtype: np.dtype, outputs: int = N_CLASSES) -> Network:
+    """The (zeroed) network a card describes, refused unless it reads 784 pixels and gives `outputs` scores."""
+    try:
+        network = Network(layers, dtype)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as e:
+        raise WeightsError(f"{name}: the card describes an impossible network: {e}") from None
+    out = network.layers[-1].units
+    if network.n_inputs != N_PIXELS or out != outputs:
         raise WeightsError(f"{name}: layers must run from {N_PIXELS} inputs to {outputs} outputs, got {layers}")
-    return layers
-
-
-def _dense_shapes(layers: list[int], prefix: str) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
-        shapes[f"{prefix}W{i}"], shapes[f"{prefix}b{i}"] = (n_in, n_out), (n_out,)
-    return shapes
-
-
-def _classifier_shapes(layers: object, name: str) -> dict[str, tuple[int, ...]]:
-    """The arrays the card's layers need: W0, b0, ... for sizes; L0.W, ... for a list of layer objects."""
-    if isinstance(layers, list) and layers and all(isinstance(s, dict) for s in layers):
-        try:
-            built = build_layers(layers)
-        except ValueError as e:
-            raise WeightsError(f"{name}: the card describes an impossible network: {e}") from None
-        return {
-            f"L{i}.{k}": shape
-            for i, layer in enumerate(built)
-            for k, shape in (layer.param_shapes() | layer.state_shapes()).items()
-        }
-    return _dense_shapes(_check_layers(layers, name), "")
+    return network
 
 
 def from_arrays(arrays: dict[str, np.ndarray], name: str = "weights") -> Predictor:
     if METADATA_KEY not in arrays:
         raise WeightsError(f"{name}: no '{METADATA_KEY}' entry")
     card = _card(arrays[METADATA_KEY], name)
-    shapes = _classifier_shapes(card.layers, name)
-    if card.detector:
-        shapes |= _dense_shapes(_check_layers(card.detector.layers, f"{name} (detector)", 2), DETECTOR)
-    if set(arrays) != set(shapes) | {METADATA_KEY}:
-        missing, extra = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes) - {METADATA_KEY})
-        raise WeightsError(f"{name}: wrong arrays (missing {missing}, unexpected {extra})")
-    dtypes = {arrays[k].dtype for k in shapes}
+    dtypes = {a.dtype for k, a in arrays.items() if k != METADATA_KEY}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
         raise WeightsError(f"{name}: arrays must all be float32 or all float64, got {sorted(map(str, dtypes))}")
-    for key, shape in shapes.items():
-        if arrays[key].shape != shape:
-            raise WeightsError(f"{name}: {key} has shape {arrays[key].shape}, expected {shape}")
+    dtype = next(iter(dtypes))
+    network = _network(card.layers, name, dtype)
+    detector = _network(card.detector.layers, f"{name} (detector)", dtype, 2) if card.detector else None
+    targets = dict(network.named_params())
+    targets |= {DETECTOR + k: a for k, a in detector.named_params().items()} if detector else {}
+    if set(arrays) != set(targets) | {METADATA_KEY}:
+        missing, extra = sorted(set(targets) - set(arrays)), sorted(set(arrays) - set(targets) - {METADATA_KEY})
+        raise WeightsError(f"{name}: wrong arrays (missing {missing}, unexpected {extra})")
+    for key, target in targets.items():
+        if arrays[key].shape != target.shape:
+            raise WeightsError(f"{name}: {key} has shape {arrays[key].shape}, expected {target.shape}")
         if not np.isfinite(arrays[key]).all():
             raise WeightsError(f"{name}: {key} contains NaN or infinite values")
-    dtype = next(iter(dtypes))
-    network = make_network(card.layers, dtype)
-    detector = Network(card.detector.layers, dtype) if card.detector else None
-    for net, prefix in ((network, ""), (detector, DETECTOR)):
-        for key, target in net.named_params().items() if net else ():
-            target[...] = arrays[prefix + key]
+        target[...] = arrays[key]
     return Predictor(network, card, detector)

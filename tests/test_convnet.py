@@ -8,8 +8,8 @@ from model import weights
 from model.augment import Distorter, Distortions
 from model.card import ModelCard
 from model.config import PRESETS, TrainConfig
-from model.convnet import ConvNet, build_layers
 from model.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, describe
+from model.network import Network, build_layers
 from model.weights import WeightsError
 
 H = 1e-6
@@ -127,7 +127,7 @@ def test_a_whole_small_cnn_gradient_matches_finite_differences():
         {"type": "relu"},
         {"type": "dense", "units": 10},
     ]
-    net = ConvNet(specs, np.float64).init(rng)
+    net = Network(specs, np.float64).init(rng)
     net.params += rng.standard_normal(net.n_params) * 0.05  # biases away from zero
     X, y = rng.random((4, 784)), rng.integers(0, 10, 4)
     net.backprop(X, y)
@@ -192,10 +192,10 @@ def test_impossible_networks_are_refused_with_the_reason(specs, message):
 
 
 def test_cnn_weights_round_trip_and_validation(tmp_path):
-    net = ConvNet(CNN).init(np.random.default_rng(0))
+    net = Network(CNN).init(np.random.default_rng(0))
     path = weights.save(tmp_path / "cnn.npz", net, ModelCard(layers=net.spec))
     loaded, card = weights.load(path)
-    assert isinstance(loaded, ConvNet) and card.layers == CNN and card.architecture == "4C5-P2-D0.25-10"
+    assert isinstance(loaded, Network) and card.layers == CNN and card.architecture == "4C5-P2-D0.25-10"
     np.testing.assert_array_equal(loaded.params, net.params)
     x = np.random.default_rng(1).random((3, 784), dtype=np.float32)
     np.testing.assert_array_equal(loaded.predict_proba(x), net.predict_proba(x))
@@ -219,7 +219,6 @@ def test_cnn_weights_round_trip_and_validation(tmp_path):
 
 
 def test_shipped_dense_files_still_load_as_dense_networks():
-    from model.network import Network
     from model.paths import WEIGHTS_DIR
 
     for name in ("seed.npz", "default.npz"):

@@ -3,8 +3,20 @@
 import numpy as np
 import pytest
 
-from model.functional import cross_entropy, softmax, softmax_cross_entropy_
+from model.functional import softmax, softmax_cross_entropy_
 from model.network import Network
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The obvious, allocating mean cross-entropy: the reference the fused training loss is checked against."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (m, 10)
+    return float(-logp[np.arange(len(labels)), labels].mean())
+
+
+def _dense(net: Network) -> list:
+    """The dense layers of a stack given by its sizes: their params["W"], ["b"] and grads."""
+    return [layer for layer in net.layers if layer.kind == "dense"]
 
 
 def test_softmax_and_loss_stay_finite_for_huge_logits():
@@ -50,15 +62,15 @@ def _loss(net: Network, X, y) -> float:
 def test_gradients_of_every_layer_match_finite_differences(sizes):
     rng = np.random.default_rng(1)
     net = Network(sizes, np.float64).init(rng, "he")
-    for b in net.b:  # nonzero biases so their gradients are exercised away from zero
+    for b in (d.params["b"] for d in _dense(net)):  # nonzero biases so their gradients are exercised away from zero
         b[...] = rng.standard_normal(b.shape) * 0.1
     X = rng.standard_normal((9, sizes[0]))
     y = rng.integers(0, sizes[-1], 9)
     net.backprop(X, y)
     analytic = net.grads.copy()
     h = 1e-6
-    for layer, (W, b) in enumerate(zip(net.W, net.b, strict=True)):
-        for name, param, grad in (("W", W, net.dW[layer]), ("b", b, net.db[layer])):
+    for layer, d in enumerate(_dense(net)):
+        for name, param, grad in (("W", d.params["W"], d.grads["W"]), ("b", d.params["b"], d.grads["b"])):
             numeric = np.zeros(param.shape)
             for idx in np.ndindex(param.shape):
                 old = param[idx]
@@ -81,16 +93,17 @@ def test_bias_gradients_are_per_unit_sums_over_the_batch():
     X = rng.random((6, 4))
     y = np.array([0, 1, 2, 0, 1, 2])
     net.backprop(X, y)
+    (W0, b0, db0), (W1, _, db1) = ((d.params["W"], d.params["b"], d.grads["b"]) for d in _dense(net))
     P = softmax(net.logits(X))
     dZ2 = P.copy()
     dZ2[np.arange(6), y] -= 1
     dZ2 /= 6
-    np.testing.assert_allclose(net.db[1], dZ2.sum(axis=0), rtol=1e-12)
-    assert net.db[1].shape == (3,)
-    assert len(set(np.round(net.db[1], 12))) == 3  # not one value broadcast to every unit
-    A1 = np.maximum(X @ net.W[0] + net.b[0], 0)
-    dZ1 = dZ2 @ net.W[1].T * (A1 > 0)
-    np.testing.assert_allclose(net.db[0], dZ1.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(db1, dZ2.sum(axis=0), rtol=1e-12)
+    assert db1.shape == (3,)
+    assert len(set(np.round(db1, 12))) == 3  # not one value broadcast to every unit
+    A1 = np.maximum(X @ W0 + b0, 0)
+    dZ1 = dZ2 @ W1.T * (A1 > 0)
+    np.testing.assert_allclose(db0, dZ1.sum(axis=0), rtol=1e-12)
 
 
 def test_batch_size_comes_from_the_batch():
@@ -122,12 +135,12 @@ def test_network_rejects_wrong_input_shape_and_sizes():
 def test_initialisation_schemes():
     rng = np.random.default_rng(0)
     he = Network([784, 512, 10]).init(rng, "he")
-    assert he.W[0].std() == pytest.approx(np.sqrt(2 / 784), rel=0.02)
-    assert not he.b[0].any()
+    assert he.named_params()["W0"].std() == pytest.approx(np.sqrt(2 / 784), rel=0.02)
+    assert not he.named_params()["b0"].any()
     uni = Network([784, 10, 10]).init(rng, "uniform")
-    for a in (*uni.W, *uni.b):
+    for a in uni.named_params().values():
         assert a.min() >= -0.5 and a.max() < 0.5
-    assert uni.W[0].std() == pytest.approx(1 / np.sqrt(12), rel=0.05)
+    assert uni.named_params()["W0"].std() == pytest.approx(1 / np.sqrt(12), rel=0.05)
     with pytest.raises(ValueError, match="unknown init"):
         Network([784, 10]).init(rng, "zeros")
 
