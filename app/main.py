@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from threadpoolctl import threadpool_limits
 
 from app.api.auth import resolve_admin_token
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.api.routes import feedback, models, ops, pages, predict, review, train
 from app.infra import prometheus
+from app.infra.blas import use_one_blas_thread
 from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
@@ -28,7 +28,7 @@ from app.services.holdout import HoldoutScores
 from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
-from app.services.training_launcher import TrainingLauncher, make_launcher
+from app.services.training_queue import TrainingQueue
 from app.services.upkeep import Upkeep
 from model.paths import REPO_ROOT
 
@@ -39,14 +39,12 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level)
-        # One BLAS thread per worker: a single image gains nothing from more, and on a small machine
-        # the workers' spin-waiting BLAS threads would fight each other (and training) for the cores.
-        threadpool_limits(limits=1, user_api="blas")
+        use_one_blas_thread()
         db = open_db(settings.database)
         registry = open_registry(db, settings.runtime_dir, settings.weights_dir, settings.initial_version)
         jobs = JobStore(db)
-        launcher = make_launcher(jobs, settings)
-        upkeep = Upkeep(db, registry, launcher)
+        training = TrainingQueue(jobs, settings)
+        upkeep = Upkeep(db, registry, training)
         upkeep.try_step()  # on PostgreSQL the database may be away: then it is retried every second
         metrics.remove_dead_process_files()
         holder = ModelHolder(registry, on_change=metrics.set_active_version)
@@ -60,9 +58,8 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         )
         app.state.admin_token = resolve_admin_token(settings.admin_token, settings.runtime_dir)
         app.state.jobs = jobs
-        app.state.training = launcher
-        if isinstance(launcher, TrainingLauncher):
-            launcher.recover()
+        app.state.training = training
+        await training.start()
         # The salt of the clients' hashes: per runtime folder on one host, in the database when shared.
         salt = None if db.is_postgres else client_salt(settings.runtime_dir)
         app.state.feedback = FeedbackStore(db, salt, settings.max_feedback_items, settings.max_feedback_bytes)

@@ -1,7 +1,7 @@
 """digits: train, evaluate, predict and serve the handwritten-digit network.
 
 digits train --preset default --out weights/default.npz
-digits evaluate weights/default.npz
+digits evaluate                     (the model a fresh install serves, weights/cnn.npz)
 digits predict some.png
 digits serve --port 8000 --workers 2
 """
@@ -21,8 +21,11 @@ from model.config import CHOICES, PRESETS, TrainConfig, preset
 from model.data import DataError, Dataset, load_mnist
 from model.evaluation import evaluate
 from model.files import atomic_file
+from model.paths import INITIAL_VERSION, WEIGHTS_DIR
 from model.train import Progress
 from model.weights import WeightsError
+
+DEFAULT_WEIGHTS = str(WEIGHTS_DIR / f"{INITIAL_VERSION}.npz")  # what `digits serve` serves on a fresh install
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +158,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _review(runtime_dir: Path, database_url: str | None = None):
+    from app.infra.settings import SQLITE_FILE
     from app.services.db import open_db
     from app.services.feedback_review import Review
     from app.services.feedback_store import FeedbackStore, client_salt
@@ -162,8 +166,7 @@ def _review(runtime_dir: Path, database_url: str | None = None):
     if database_url:
         return Review(FeedbackStore(open_db(database_url), None, max_items=10**9))
     runtime_dir.mkdir(parents=True, exist_ok=True)
-    store = FeedbackStore(runtime_dir / "jobs.sqlite", client_salt(runtime_dir), max_items=10**9)
-    return Review(store)
+    return Review(FeedbackStore(runtime_dir / SQLITE_FILE, client_salt(runtime_dir), max_items=10**9))
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -225,7 +228,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _holdout_evaluation(net, runtime_dir: Path, database_url: str | None = None):
     """The network on the accepted corrections' holdout (of the shared database, or of a runtime
     folder), if there is one."""
-    if not database_url and not (runtime_dir / "jobs.sqlite").exists():
+    from app.infra.settings import SQLITE_FILE
+
+    if not database_url and not (runtime_dir / SQLITE_FILE).exists():
         return None
     x, y, _ = _review(runtime_dir, database_url).accepted("holdout")
     return evaluate(net, Dataset(x.reshape(len(x), -1), y)) if len(y) else None
@@ -303,16 +308,10 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from threadpoolctl import threadpool_limits
-
-    from app.infra.logs import setup_logging
     from app.infra.settings import Settings
     from app.services import training_worker
 
-    settings = Settings()
-    setup_logging(settings.log_level)
-    threadpool_limits(limits=1, user_api="blas")  # as the web server's training process: see its module
-    return training_worker.main(settings)
+    return training_worker.main(Settings())
 
 
 def _model_commands(sub, settings) -> None:
@@ -335,7 +334,7 @@ def _model_commands(sub, settings) -> None:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on MNIST test")
-    p.add_argument("weights", nargs="?", default="weights/default.npz")
+    p.add_argument("weights", nargs="?", default=DEFAULT_WEIGHTS, help="default: the model a fresh install serves")
     p.add_argument("--runtime-dir", default=settings.runtime_dir, help="whose real-drawing holdout to use too")
     p.add_argument("--database-url", default=settings.database_url, help="or the shared database's holdout")
     p.add_argument("--data-dir", default=settings.data_dir, help=data_help)
@@ -344,7 +343,7 @@ def _model_commands(sub, settings) -> None:
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG, WebP, BMP, GIF)")
     p.add_argument("images", nargs="+")
-    p.add_argument("--weights", default="weights/default.npz")
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="default: the model a fresh install serves")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 

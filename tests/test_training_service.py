@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import STROKE, TOKEN
 
 from app.infra.settings import Settings
-from app.services.job_store import JobStore
+from app.services.job_store import JobStore, worker_name
 from app.services.registry import INITIAL_VERSION, Registry
-from app.services.training_process import run_job
+from app.services.training_job import run_job
 from model import weights
 from model.config import preset
 
@@ -187,12 +188,16 @@ def test_restart_marks_running_jobs_interrupted(make_client, settings, admin):
     c1.__exit__(None, None, None)
     store = JobStore(settings.runtime_dir / "jobs.sqlite")
     assert store.get(job["id"]).status == "interrupted"
-    # A server that died without a word: the next start-up finds the orphan.
+    # A server and its worker that died without a word: the next start-up finds the orphan (its worker
+    # has been silent for longer than the timeout).
     orphan = store.create("tiny", {}, "if_better")
-    store.mark_running(orphan.id, pid=2**22 + 12345)  # no such process
+    store.claim(worker_name(2**22 + 12345), pid=2**22 + 12345)  # no such process
+    store.db.engine.dispose()
+    with store.db.write() as conn:
+        conn.execute(sa.text("UPDATE jobs SET heartbeat = heartbeat - :s"), {"s": settings.worker_timeout_s + 1})
     c2 = make_client(settings)
     j = c2.get(f"/train/{orphan.id}", headers=admin).json()
-    assert j["status"] == "interrupted" and "restarted" in j["error"]
+    assert j["status"] == "failed" and "stopped answering" in j["error"]
     assert c2.post("/train", json=TINY, headers=admin).status_code == 202
 
 
@@ -223,7 +228,8 @@ def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
     registry = Registry(settings.runtime_dir, settings.weights_dir)
     registry.ensure()
     store = JobStore(settings.runtime_dir / "jobs.sqlite")
-    job = store.create("tiny", preset("tiny").as_dict(), "always")
+    store.create("tiny", preset("tiny").as_dict(), "always")
+    job = store.claim("test", os.getpid())
     real_savez = weights.np.savez
 
     def disk_full(f, **arrays):
@@ -231,7 +237,7 @@ def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(weights.np, "savez", disk_full)
-    assert run_job(job.id, store, registry, None) == "failed"
+    assert run_job(job, store, registry, None, should_stop=lambda: False) == "failed"
     row = store.get(job.id)
     assert row.status == "failed" and "No space left on device" in row.error
     assert sorted(p.name for p in registry.models.iterdir()) == ["cnn.npz", "default.npz", "seed.npz"]  # no temp files
@@ -288,25 +294,26 @@ def test_a_cnn_job_trains_in_the_background_and_its_version_is_served(client, ad
 def test_a_shutdown_signal_during_a_database_call_still_reads_interrupted(tmp_path, monkeypatch):
     # SIGTERM's handler raises Interrupted wherever the process is; raised while SQLAlchemy prepares a
     # statement (as seen in a CI run), it arrives wrapped in a StatementError.
-    from app.services.training_process import Interrupted
+    from app.services.training_job import Interrupted
 
     settings = Settings(runtime_dir=tmp_path / "var", admin_token="t")
     registry = Registry(settings.runtime_dir, settings.weights_dir)
     registry.ensure()
     store = JobStore(settings.runtime_dir / "jobs.sqlite")
-    job = store.create("tiny", preset("tiny").as_dict(), "always")
+    store.create("tiny", preset("tiny").as_dict(), "always")
+    job = store.claim("test", os.getpid())
     context = store.db.engine.dialect.execution_ctx_cls
     real_create_cursor = context.create_cursor
     fired = []
 
     def signal_arrives(self):
         statement = str(getattr(self, "compiled", None) or "")
-        if statement.startswith("SELECT jobs.cancel_requested") and not fired:
-            fired.append(statement)  # the per-step question
+        if statement.startswith("INSERT INTO progress") and not fired:
+            fired.append(statement)  # a progress point, written while the job trains
             raise Interrupted("the server shut down while the job ran")
         return real_create_cursor(self)
 
     monkeypatch.setattr(context, "create_cursor", signal_arrives)
-    assert run_job(job.id, store, registry, None) == "interrupted"
+    assert run_job(job, store, registry, None, should_stop=lambda: False) == "interrupted"
     assert fired and store.get(job.id).status == "interrupted"
     assert registry.versions() == ["cnn", "default", "seed"]

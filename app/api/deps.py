@@ -14,7 +14,7 @@ from app.infra.prometheus import Metrics
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
 from app.services.registry import LoadedModel, Registry
-from app.services.training_launcher import TrainingLauncher, WorkerQueue
+from app.services.training_queue import TrainingQueue
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -40,7 +40,7 @@ def get_store(request: Request) -> JobStore:
     return request.app.state.jobs
 
 
-def get_launcher(request: Request) -> TrainingLauncher | WorkerQueue:
+def get_training(request: Request) -> TrainingQueue:
     return request.app.state.training
 
 
@@ -48,4 +48,4 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
-LauncherDep = Annotated[TrainingLauncher | WorkerQueue, Depends(get_launcher)]
+TrainingDep = Annotated[TrainingQueue, Depends(get_training)]

@@ -159,7 +159,7 @@ class ErrorBody(BaseModel):
 
 
 # What a 2-core server agrees to train; the admin page's form shows the same bounds.
-MAX_UNITS, MAX_EPOCHS, MAX_LAYERS, MAX_BATCH_SIZE = 4096, 200, 8, 60_000
+MAX_TRAIN_UNITS, MAX_EPOCHS, MAX_LAYERS, MAX_BATCH_SIZE = 4096, 200, 8, 60_000
 
 
 class TrainRequest(BaseModel):
@@ -197,8 +197,8 @@ class TrainRequest(BaseModel):
     @field_validator("layers")
     @classmethod
     def _units_within_bounds(cls, layers: list[int] | None) -> list[int] | None:
-        if layers is not None and any(not 1 <= n <= MAX_UNITS for n in layers):
-            raise ValueError(f"every layer needs 1 to {MAX_UNITS} units")
+        if layers is not None and any(not 1 <= n <= MAX_TRAIN_UNITS for n in layers):
+            raise ValueError(f"every layer needs 1 to {MAX_TRAIN_UNITS} units")
         return layers
 
 

@@ -11,9 +11,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.services.registry import INITIAL_VERSION
 from model.images import DEFAULT_MAX_PIXELS
-from model.paths import MNIST_DIR, WEIGHTS_DIR
+from model.paths import INITIAL_VERSION, MNIST_DIR, WEIGHTS_DIR
+
+SQLITE_FILE = "jobs.sqlite"  # the database in the runtime folder when no DIGITS_DATABASE_URL is set
 
 
 class Settings(BaseSettings):
@@ -55,6 +56,16 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(None, validation_alias="ADMIN_TOKEN")
     log_level: str = "INFO"
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the environment variables that give them, for a process this one starts."""
+        env = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is not None:
+                key = field.validation_alias if isinstance(field.validation_alias, str) else f"DIGITS_{name.upper()}"
+                env[key] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
+        return env
+
     @property
     def uses_workers(self) -> bool:
         return self.training == "workers" or (self.training == "auto" and self.database_url is not None)
@@ -62,4 +73,4 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str | Path:
         """What app.services.db.open_db takes: the URL, or the runtime folder's SQLite file."""
-        return self.database_url or Path(self.runtime_dir) / "jobs.sqlite"
+        return self.database_url or Path(self.runtime_dir) / SQLITE_FILE

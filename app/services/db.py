@@ -14,6 +14,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -29,6 +30,20 @@ DB_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError)
 def error_reason(e: BaseException) -> str:
     """The driver's own first line (e.g. "connection refused"), without SQLAlchemy's wrapping."""
     return (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+
+
+class JobStatus(StrEnum):
+    """A training job's status: the one list (the admin page's badges are named after these)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 metadata = sa.MetaData()
 
 jobs = sa.Table(
@@ -51,6 +66,10 @@ jobs = sa.Table(
     sa.Column("worker", sa.Text),  # which `digits worker` claimed it (host:pid), if a worker did
     sa.Column("heartbeat", sa.Float),  # that worker's last sign of life
 )  # fmt: skip
+# At most one job queued or running, enforced by the database itself: two web processes or replicas
+# accepting POST /train at the same instant cannot both win (JobStore.create relies on it).
+_active = jobs.c.status.in_([s.value for s in ACTIVE])
+sa.Index("one_active_job", _active, unique=True, sqlite_where=_active, postgresql_where=_active)
 
 progress = sa.Table(
     "progress", metadata,

@@ -1,38 +1,33 @@
 """Training jobs and their progress, in the shared database (SQLite file or PostgreSQL; see app.services.db).
 
 At most one job is queued or running at a time; a partial unique index enforces it inside the
-database, so two web workers (or replicas) accepting POST /train at the same instant cannot both win.
-Jobs are run by a training process that a web worker starts, or, with workers configured, claimed
-by a `digits worker` on any host (`claim`), which proves it is alive (`heartbeat`) until it finishes.
+database, so two web processes (or replicas) accepting POST /train at the same instant cannot both
+win. The table is the queue: a training worker (app.services.training_worker) claims a job
+(`claim`) and proves it is alive (`heartbeat`) until it finishes; the jobs of a worker that is gone
+are given up on (`reap`, `give_up`).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from app.services.db import Db, jobs, open_db, progress
+from app.services.db import ACTIVE, Db, JobStatus, jobs, open_db, progress
 
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-
-
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 TERMINAL = tuple(s for s in JobStatus if s not in ACTIVE)
 _ACTIVE = jobs.c.status.in_([s.value for s in ACTIVE])
+
+
+def worker_name(pid: int) -> str:
+    """How a training worker is named in its jobs' rows: host and process id."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 class JobConflict(Exception):
@@ -144,24 +139,13 @@ class JobStore:
         where = sa.and_(jobs.c.id == job_id, _ACTIVE)
         return self._update(where, status=status.value, finished=time.time(), **values) == 1
 
-    # ---- the training process's side ---------------------------------------------------------
-
-    def mark_running(self, job_id: str, pid: int) -> bool:
-        """False if the job is no longer queued (cancelled before its process started)."""
-        queued = sa.and_(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
-        return self._update(queued, status=JobStatus.RUNNING.value, started=time.time(), pid=pid) == 1
-
-    def cancel_requested(self, job_id: str) -> bool:
-        with self.db.read() as conn:
-            return bool(conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+    # ---- the training worker's side ----------------------------------------------------------
 
     def add_progress(self, job_id: str, seq: int, data: dict[str, Any]) -> None:
         text = json.dumps(data)
         with self.db.write() as conn:
             conn.execute(progress.insert().values(job_id=job_id, seq=seq, data=text))
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(progress=text))
-
-    # ---- training workers (`digits worker`) ----------------------------------------------------
 
     def _clock(self) -> sa.ColumnElement | float:
         """Now, for heartbeats and their timeout: the database server's clock on PostgreSQL, so that
@@ -219,8 +203,20 @@ class JobStore:
                 return c.execute(query).first() is not None
         return conn.execute(query).first() is not None
 
+    def give_up(self, worker: str, status: JobStatus, error: str) -> list[str]:
+        """The active jobs of `worker`, which is gone, take a final status; returns their ids."""
+        query = (
+            jobs.update()
+            .where(_ACTIVE, jobs.c.worker == worker)
+            .values(status=JobStatus(status).value, finished=time.time(), error=error)
+            .returning(jobs.c.id)
+        )
+        with self.db.write() as conn:
+            return list(conn.execute(query).scalars())
+
     def reap(self, timeout_s: float) -> list[str]:
-        """Jobs whose worker has not been heard from for `timeout_s` become failed; returns their ids."""
+        """Jobs whose worker has not been heard from for `timeout_s` become failed; returns their ids.
+        (A worker this server started and saw die is given up on at once: app.services.training_queue.)"""
         now = self._clock()
         stale = sa.and_(
             jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker.is_not(None), jobs.c.heartbeat < now - timeout_s

@@ -21,16 +21,14 @@ from typing import Any
 from model import weights
 from model.card import ModelCard
 from model.files import atomic_file
+from model.paths import INITIAL_VERSION
 from model.predictor import Predictor
 from model.spec import NORMALISATION
 
 log = logging.getLogger("digits.registry")
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DEFAULT_VERSION = "default"
-# What a fresh install serves: the committed model that won on MNIST's test set and on the drawings
-# (README, "Which model is served"); "default" when the seed folder has no such file.
-INITIAL_VERSION = "cnn"
+DEFAULT_VERSION = "default"  # served when the committed weights have no INITIAL_VERSION file
 
 
 class UnknownVersion(LookupError):

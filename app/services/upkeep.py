@@ -1,5 +1,5 @@
-"""What each web worker does in the background besides following the active model: bring up a
-database that was away at start (schema, committed weights), and give up on silent training workers."""
+"""What each web process does in the background besides following the active model: bring up a
+database that was away at start (schema, committed weights), and give up on gone training workers."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import logging
 
 from app.services.db import DB_ERRORS, Db
 from app.services.registry import Registry, RegistryUnavailable
-from app.services.training_launcher import TrainingLauncher, WorkerQueue
+from app.services.training_queue import TrainingQueue
 
 log = logging.getLogger("digits.upkeep")
 UNREACHABLE = (*DB_ERRORS, RegistryUnavailable)
 
 
 class Upkeep:
-    def __init__(self, db: Db, registry: Registry, launcher: TrainingLauncher | WorkerQueue) -> None:
-        self.db, self.registry, self.launcher = db, registry, launcher
+    def __init__(self, db: Db, registry: Registry, training: TrainingQueue) -> None:
+        self.db, self.registry, self.training = db, registry, training
         self.seeded = False
 
     def step(self) -> None:
@@ -27,8 +27,7 @@ class Upkeep:
             self.registry.ensure()
             self.seeded = True
             log.info("model registry ready")
-        if isinstance(self.launcher, WorkerQueue):
-            self.launcher.recover()
+        self.training.reap()
 
     def try_step(self) -> None:
         with contextlib.suppress(*UNREACHABLE):  # the holder and the request handlers say it, not every second

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.auth import admin_router
-from app.api.deps import LauncherDep, StoreDep
+from app.api.deps import StoreDep, TrainingDep
 from app.api.schemas import ErrorBody, TrainJob, TrainJobList, TrainRequest
 from app.services.job_store import Job, JobConflict, JobStore
 from model.config import preset as make_preset
@@ -48,8 +48,8 @@ def resume_after(last_event_id: Annotated[str | None, Header()] = None) -> int:
     },
     summary="Start a training run in the background",
 )
-async def start_training(body: TrainRequest, store: StoreDep, launcher: LauncherDep) -> TrainJob:
-    """Runs in its own process (one BLAS thread, lower priority) so predictions stay fast. When it
+async def start_training(body: TrainRequest, store: StoreDep, training: TrainingDep) -> TrainJob:
+    """Runs in a training worker process (one BLAS thread, lower priority) so predictions stay fast. When it
     finishes, the new version is evaluated on MNIST's test set and the canvas-style drawings,
     registered, and activated if it beats the active model (or always, with `activate: "always"`)."""
     overrides = body.model_dump(exclude_none=True, exclude={"preset", "activate", "feedback", "feedback_weight"})
@@ -62,7 +62,7 @@ async def start_training(body: TrainRequest, store: StoreDep, launcher: Launcher
         job = store.create(body.preset, config.as_dict(), body.activate)
     except JobConflict as e:
         raise HTTPException(409, f"training job {e} is already queued or running; cancel it or wait") from None
-    launcher.start(job.id)
+    training.job_queued()
     return TrainJob.from_job(job)
 
 
