@@ -13,15 +13,16 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api.auth import resolve_admin_token
+from app.api.deps import Services
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.api.routes import feedback, models, ops, pages, predict, review, train
 from app.infra import prometheus
 from app.infra.blas import use_one_blas_thread
+from app.infra.db import open_db
 from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
-from app.services.db import open_db
 from app.services.db_registry import open_registry
 from app.services.feedback_store import FeedbackStore, client_salt
 from app.services.holdout import HoldoutScores
@@ -49,22 +50,24 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         metrics.remove_dead_process_files()
         holder = ModelHolder(registry, on_change=metrics.set_active_version)
         await asyncio.to_thread(holder.refresh)  # load the active model once, before serving
-        app.state.settings = settings
-        app.state.metrics = metrics
-        app.state.registry = registry
-        app.state.holder = holder
-        app.state.image_work = ImageWork(
-            settings.max_image_pixels, settings.max_request_pixels, settings.decode_threads
-        )
-        app.state.admin_token = resolve_admin_token(settings.admin_token, settings.runtime_dir)
-        app.state.jobs = jobs
-        app.state.training = training
         await training.start()
         # The salt of the clients' hashes: per runtime folder on one host, in the database when shared.
         salt = None if db.is_postgres else client_salt(settings.runtime_dir)
-        app.state.feedback = FeedbackStore(db, salt, settings.max_feedback_items, settings.max_feedback_bytes)
-        app.state.feedback_limiter = RateLimiter(settings.feedback_rate)
-        app.state.holdout = HoldoutScores(app.state.feedback)
+        feedback = FeedbackStore(db, salt, settings.max_feedback_items, settings.max_feedback_bytes)
+        image_work = ImageWork(settings.max_image_pixels, settings.max_request_pixels, settings.decode_threads)
+        app.state.services = Services(
+            settings=settings,
+            metrics=metrics,
+            registry=registry,
+            holder=holder,
+            image_work=image_work,
+            admin_token=resolve_admin_token(settings.admin_token, settings.runtime_dir),
+            jobs=jobs,
+            training=training,
+            feedback=feedback,
+            feedback_limiter=RateLimiter(settings.feedback_rate),
+            holdout=HoldoutScores(feedback),
+        )
         tasks = [
             asyncio.create_task(holder.watch(settings.reload_interval_s)),
             asyncio.create_task(upkeep.run(UPKEEP_INTERVAL_S)),
@@ -72,8 +75,8 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         try:
             yield
         finally:
-            await app.state.training.shutdown()
-            app.state.image_work.close()
+            await training.shutdown()
+            image_work.close()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -25,8 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import uvicorn_server  # noqa: E402
-
-from model.drawings import unusual_set  # noqa: E402
+from unusual_drawings import unusual_set  # noqa: E402
 
 TOKEN = "bench-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

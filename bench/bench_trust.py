@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     predictor = load_predictor(args.weights)
     print(f"{args.weights}: temperature {predictor.temperature:.3f}, not sure below {predictor.uncertain_below:.3f}, "
-          f"not a digit from {predictor.not_digit_from}")  # fmt: skip
+          f"not a digit from {predictor.card.detector.threshold if predictor.card.detector else None}")  # fmt: skip
     measured = Measured.of(load_mnist(), args.drawings)
     x, y = measured.mnist_test
     probs, not_digit, unsure = flags(predictor, x)

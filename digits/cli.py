@@ -158,8 +158,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _review(runtime_dir: Path, database_url: str | None = None):
+    from app.infra.db import open_db
     from app.infra.settings import SQLITE_FILE
-    from app.services.db import open_db
     from app.services.feedback_review import Review
     from app.services.feedback_store import FeedbackStore, client_salt
 
@@ -293,8 +293,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_db(args: argparse.Namespace) -> int:
     """digits db upgrade / current: the schema of the shared database ($DIGITS_DATABASE_URL or SQLite)."""
+    from app.infra.db import Db, sqlite_url
     from app.infra.settings import Settings
-    from app.services.db import Db, sqlite_url
 
     settings = Settings()
     db = Db(settings.database_url or sqlite_url(settings.database))

@@ -88,8 +88,6 @@ class ModelCard:
     detector: DetectorCard | None = None  # None: this model never says "not a digit"
     created: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
-    activation: str = "relu"
-    output: str = "softmax"
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as written
 
     @property

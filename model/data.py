@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,42 +127,6 @@ def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
     test, sums_test = _pair(folder, "t10k")
     checksum = hashlib.md5("".join(sums_train + sums_test).encode()).hexdigest()
     return Mnist(train, test, checksum)
-
-
-def load_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read the Kaggle-style CSV: a header, then `label,pixel0,...,pixel783` rows (0-255).
-
-    A file without the label column (Kaggle's test.csv) gives labels None.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    header, _, body = text.partition("\n")
-    columns = [c.strip() for c in header.split(",")]
-    has_labels = columns[:1] == ["label"]
-    n_cols = N_PIXELS + has_labels
-    if len(columns) != n_cols or columns[has_labels:] != [f"pixel{i}" for i in range(N_PIXELS)]:
-        raise DataError(f"{path}: header must be 'label,pixel0,...,pixel783' or 'pixel0,...,pixel783'")
-    if not body.strip():
-        raise DataError(f"{path}: no rows")
-    try:
-        table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.int64, ndmin=2)
-    except ValueError as e:
-        raise DataError(f"{path}: unreadable row ({e})") from None
-    if table.shape[1] != n_cols:
-        raise DataError(f"{path}: rows have {table.shape[1]} values, expected {n_cols}")
-    pixels = table[:, has_labels:]
-    if pixels.min() < 0 or pixels.max() > 255:
-        raise DataError(f"{path}: pixel values must be within 0-255")
-    labels = None
-    if has_labels:
-        labels = table[:, 0]
-        if labels.min() < 0 or labels.max() > 9:
-            raise DataError(f"{path}: labels must be within 0-9")
-        labels = labels.astype(np.uint8)
-    return pixels.astype(np.uint8), labels
 
 
 def split(train: Dataset, train_size: int | None, val_size: int) -> tuple[Dataset, Dataset]:

@@ -185,14 +185,6 @@ UNUSUAL: dict[int, list[list[list[tuple[float, float]]]]] = {
 }
 
 
-def unusual_set(n: int, seed: int, size: int = 140) -> Iterator[Drawing]:
-    """n drawings in the UNUSUAL ways, the digits and canvas styles in turn."""
-    rng = np.random.default_rng(seed)
-    labels = sorted(UNUSUAL)
-    for i in range(n):
-        yield draw(labels[i % len(labels)], rng, STYLES[i % len(STYLES)], size=size, unusual=True)
-
-
 @dataclass(frozen=True)
 class Drawing:
     label: int

@@ -89,11 +89,6 @@ def _working_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGBA" if has_alpha else "L" if img.mode in ("1", "F") else "RGB")
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode bytes with Pillow, refusing oversized images before their pixels are decoded."""
-    return load(open_image(data, max_pixels))
-
-
 def load(img: Image.Image) -> Image.Image:
     """Decode an opened image into a working mode, reduced to at most WORKING_SIDE pixels a side."""
     with warnings.catch_warnings():
@@ -184,15 +179,6 @@ def normalise_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 def normalise(img: Image.Image) -> np.ndarray:
     """An opened image -> (28, 28) float32 in [0, 1], ink bright."""
     return to_mnist(ink_image(load(img)))
-
-
-def naive_bytes(data: bytes) -> np.ndarray:
-    """The common shortcut, kept to measure against: grayscale the whole image, resize to 28x28.
-
-    Ignores alpha (a transparent canvas becomes all black) and polarity, and never centres.
-    """
-    img = Image.open(io.BytesIO(data)).convert("L").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.float32) / 255
 
 
 def to_png(pixels: np.ndarray) -> bytes:

@@ -34,10 +34,6 @@ class Predictor:
     def uncertain_below(self) -> float:
         return self.card.calibration.uncertain_below if self.card.calibration else DEFAULT_UNCERTAIN_BELOW
 
-    @property
-    def not_digit_from(self) -> float | None:
-        return self.card.detector.threshold if self.card.detector else None
-
     def answer(self, X: np.ndarray, uncertain_below: float | None = None) -> Answers:
         """X (m, 784) in [0, 1] -> calibrated probabilities, not-a-digit scores and the verdicts;
         `uncertain_below` replaces the card's confidence threshold (a server's override)."""

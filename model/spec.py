@@ -8,8 +8,7 @@ made (crop to the ink, longer side 20 px, centre of mass at the centre): that re
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,9 +32,6 @@ class InputSpec:
     pixels: str = "value / 255, 0 = background, 1 = ink"
     shape: list[int] = field(default_factory=lambda: [SIDE, SIDE])
     preprocess: str = NORMALISATION
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 INPUT_SPEC = InputSpec()

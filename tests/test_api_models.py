@@ -75,7 +75,7 @@ def test_corrupt_version_is_refused_and_never_served(client, admin, settings, ca
     assert client.get("/models").json()["active"] == INITIAL_VERSION
     # Even a pointer edited by hand to a bad version leaves the served model in place.
     (settings.runtime_dir / "active").write_text("broken\n")
-    holder = client.app.state.holder
+    holder = client.app.state.services.holder
     with caplog.at_level(logging.ERROR, logger="digits.serving"):
         assert holder.refresh() is False
     assert holder.current.version == INITIAL_VERSION

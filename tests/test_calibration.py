@@ -50,7 +50,9 @@ def test_a_detector_is_saved_validated_and_loaded(tmp_path):
     predictor = load_predictor(save(tmp_path / "m.npz", net, card, det))
     x = rng.random((3, 784), dtype=np.float32)
     np.testing.assert_array_equal(predictor.answer(x).not_digit, det.predict_proba(x)[:, 1])
-    assert predictor.not_digit_from == 0.7 and predictor.temperature == 1.0 and predictor.uncertain_below == 0.7
+    assert (
+        predictor.card.detector.threshold == 0.7 and predictor.temperature == 1.0 and predictor.uncertain_below == 0.7
+    )
     wrong = card.replace(detector=DetectorCard([784, 4, 3], threshold=0.7, digits=1, negatives=1))
     save(tmp_path / "w.npz", net, wrong, Network([784, 4, 3]).init(rng))
     with pytest.raises(WeightsError, match="detector"):

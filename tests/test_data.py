@@ -15,7 +15,6 @@ from model.data import (
     DataError,
     Dataset,
     ShiftAugmenter,
-    load_csv,
     load_mnist,
     read_idx,
     split,
@@ -99,43 +98,6 @@ def test_missing_file_and_configurable_data_dir(tmp_path, monkeypatch, capsys):
         shutil.copy(f, tmp_path / f.name)
     assert len(load_mnist(tmp_path).test) == 10_000
     assert cli(["evaluate", weights, "--json"]) == 0 and json.loads(capsys.readouterr().out)["n"] == 10_000
-
-
-def _csv(rows, header=True, labels=True) -> str:
-    cols = (["label"] if labels else []) + [f"pixel{i}" for i in range(784)]
-    lines = [",".join(cols)] if header else []
-    lines += [",".join(map(str, r)) for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def test_kaggle_csv_loads(tmp_path):
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (3, 784))
-    rows = [[d, *p] for d, p in zip([7, 2, 1], pixels, strict=True)]
-    (tmp_path / "train.csv").write_text(_csv(rows))
-    x, y = load_csv(tmp_path / "train.csv")
-    np.testing.assert_array_equal(x, pixels)
-    np.testing.assert_array_equal(y, [7, 2, 1])
-    (tmp_path / "test.csv").write_text(_csv(pixels.tolist(), labels=False))
-    x2, y2 = load_csv(tmp_path / "test.csv")
-    assert y2 is None and x2.shape == (3, 784)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("label,a,b\n1,2,3\n", "header"),
-        (_csv([]), "no rows"),
-        (_csv([[1] + [0] * 783]), "rows have 784 values"),
-        (_csv([[1] + [300] + [0] * 783]), "0-255"),
-        (_csv([[12] + [0] * 784]), "0-9"),
-        (_csv([[1] + ["x"] + [0] * 783]), "unreadable"),
-    ],
-)
-def test_bad_csv_is_refused(tmp_path, text, message):
-    (tmp_path / "bad.csv").write_text(text)
-    with pytest.raises(DataError, match=message):
-        load_csv(tmp_path / "bad.csv")
 
 
 def test_validation_split_is_carved_from_training_set():

@@ -9,9 +9,9 @@ import base64
 import numpy as np
 import pytest
 from test_training_service import wait_for
+from unusual_drawings import unusual_set
 
 from model import weights
-from model.drawings import unusual_set
 from model.images import normalise_bytes
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from conftest import TOKEN
 from servers import ROOT
 
-from app.services.db import Db
+from app.infra.db import Db
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 

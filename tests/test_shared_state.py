@@ -24,7 +24,7 @@ import pytest
 from conftest import STROKE, TOKEN
 from servers import ROOT, uvicorn_server
 
-from app.services.db import Db
+from app.infra.db import Db
 from app.services.job_store import JobStore
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -234,7 +234,7 @@ def test_two_worker_processes_one_job(pg_url, tmp_path):
             time.sleep(2)  # both polling
             job = A.post("/train", json={"preset": "tiny"}).json()
             done = finished(A, job["id"])
-            ran = [w for w in (w1, w2) if f"\"job\": \"{job['id']}\"" in w.log_text() and "claimed" in w.log_text()]
+            ran = [w for w in (w1, w2) if f'"job": "{job["id"]}"' in w.log_text() and "claimed" in w.log_text()]
         assert done["status"] == "succeeded" and len(ran) == 1
         assert done["worker"].endswith(f":{ran[0].pid}")
 

@@ -167,7 +167,7 @@ def test_a_killed_training_process_fails_and_registers_nothing(client, admin):
     before = versions(client)
     job = client.post("/train", json=SLOW, headers=admin).json()
     running = wait_running(client, job["id"], admin)
-    row = client.app.state.jobs.get(job["id"])
+    row = client.app.state.services.jobs.get(job["id"])
     # One BLAS thread, from the environment the process started with (OpenBLAS reads it at load).
     raw = Path(f"/proc/{row.pid}/environ").read_bytes()
     environ = dict(v.split(b"=", 1) for v in raw.split(b"\0") if b"=" in v)

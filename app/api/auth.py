@@ -9,12 +9,13 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
+from app.api.deps import services
 from app.api.schemas import ErrorBody
 
 log = logging.getLogger("digits.auth")
@@ -46,8 +47,10 @@ def resolve_admin_token(configured: str | None, runtime_dir: Path) -> str:
     return token
 
 
-def _check_token(request: Request, given: str | None) -> None:
-    expected: str = request.app.state.admin_token
+def _check_token(request: Request) -> None:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""
+    expected = services(request).admin_token
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(
             status_code=401,
@@ -56,13 +59,9 @@ def _check_token(request: Request, given: str | None) -> None:
         )
 
 
-def require_admin(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    _check_token(request, credentials.credentials if credentials else None)
-
-
-AdminDep = Depends(require_admin)
+# What marks a route as an admin route, and documents its bearer token in OpenAPI. The token itself
+# is compared once, by AdminFirstRoute, before the body is read.
+AdminDep = Depends(_bearer)
 
 
 class AdminFirstRoute(APIRoute):
@@ -71,12 +70,11 @@ class AdminFirstRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if not any(d.dependency is require_admin for d in self.dependencies):
+        if not any(d.dependency is _bearer for d in self.dependencies):
             return handler
 
         async def admin_first(request: Request) -> Response:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            _check_token(request, token.strip() if scheme.lower() == "bearer" else None)
+            _check_token(request)
             return await handler(request)
 
         return admin_first

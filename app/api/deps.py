@@ -1,51 +1,79 @@
-"""Dependencies shared by the routers, with an `Annotated` alias for each (FastAPI's own idiom).
+"""What the routers use: the app's services, typed, and an `Annotated` dependency alias for each
+(FastAPI's own idiom).
 
-`/predict` reads the settings and model straight from the app's state instead (see its module):
-dependency solving costs more there than the rest of the request's Python.
+The lifespan (app.main) builds one `Services` and keeps it as `app.state.services`; nothing else is
+kept in the app's state. `/predict` calls `services(request)` itself instead of declaring
+dependencies: dependency solving costs more there than the rest of the request's Python.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from app.infra.prometheus import Metrics
+from app.infra.rate_limit import RateLimiter
+from app.infra.settings import Settings
+from app.services.feedback_store import FeedbackStore
+from app.services.holdout import HoldoutScores
+from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
 from app.services.registry import LoadedModel, Registry
 from app.services.training_queue import TrainingQueue
 
 
-def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    metrics: Metrics
+    registry: Registry
+    holder: ModelHolder
+    image_work: ImageWork
+    admin_token: str
+    jobs: JobStore
+    training: TrainingQueue
+    feedback: FeedbackStore
+    feedback_limiter: RateLimiter
+    holdout: HoldoutScores
 
 
-def get_holder(request: Request) -> ModelHolder:
-    return request.app.state.holder
+def services(request: Request) -> Services:
+    return request.app.state.services
 
 
-def get_registry(request: Request) -> Registry:
-    return request.app.state.registry
-
-
-def get_loaded_model(request: Request) -> LoadedModel:
-    model = request.app.state.holder.current
+def loaded_model(request: Request) -> LoadedModel:
+    model = services(request).holder.current
     if model is None:
         raise HTTPException(503, "no valid model is loaded yet; see /readyz")
     return model
 
 
-def get_store(request: Request) -> JobStore:
-    return request.app.state.jobs
+def _metrics(request: Request) -> Metrics:
+    return services(request).metrics
 
 
-def get_training(request: Request) -> TrainingQueue:
-    return request.app.state.training
+def _holder(request: Request) -> ModelHolder:
+    return services(request).holder
 
 
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-HolderDep = Annotated[ModelHolder, Depends(get_holder)]
-RegistryDep = Annotated[Registry, Depends(get_registry)]
-StoreDep = Annotated[JobStore, Depends(get_store)]
-TrainingDep = Annotated[TrainingQueue, Depends(get_training)]
+def _registry(request: Request) -> Registry:
+    return services(request).registry
+
+
+def _jobs(request: Request) -> JobStore:
+    return services(request).jobs
+
+
+def _training(request: Request) -> TrainingQueue:
+    return services(request).training
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+HolderDep = Annotated[ModelHolder, Depends(_holder)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+JobsDep = Annotated[JobStore, Depends(_jobs)]
+TrainingDep = Annotated[TrainingQueue, Depends(_training)]

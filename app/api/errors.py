@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from app.api.inputs import InputError, validation_message
-from app.services.db import error_reason
+from app.infra.db import error_reason
 from app.services.registry import RegistryUnavailable
 
 log = logging.getLogger("digits.app")

@@ -6,9 +6,9 @@ the same JSON error body as every other error, and never lets a body past the li
 
 from __future__ import annotations
 
-import json
-
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.infra.asgi import HTTPMiddleware
@@ -24,27 +24,10 @@ class BodyLimitMiddleware(HTTPMiddleware):
         self.max_bytes = max_bytes
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = None
-        if declared is not None and declared > self.max_bytes:
-            body = json.dumps({"detail": too_large_message(self.max_bytes)}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 413,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            body = {"detail": too_large_message(self.max_bytes)}
+            await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
             return
         seen = 0
 

@@ -72,5 +72,5 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> str | Path:
-        """What app.services.db.open_db takes: the URL, or the runtime folder's SQLite file."""
+        """What app.infra.db.open_db takes: the URL, or the runtime folder's SQLite file."""
         return self.database_url or Path(self.runtime_dir) / SQLITE_FILE

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.services.db import DB_ERRORS, Db, active_model, error_reason, model_versions
+from app.infra.db import DB_ERRORS, Db, active_model, error_reason, model_versions
 from app.services.registry import (
     DEFAULT_VERSION,
     INITIAL_VERSION,

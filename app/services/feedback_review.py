@@ -18,7 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 from PIL import Image
 
-from app.services.db import feedback
+from app.infra.db import feedback
 from app.services.feedback_store import FeedbackStatus, FeedbackStore
 from model.spec import SIDE
 
@@ -73,8 +73,9 @@ class Review:
             total = db.execute(sa.select(sa.func.count()).select_from(feedback).where(*where)).scalar()
             recent = c.created > time.time() - BURST_SECONDS
             bursts = set(
-                db.execute(sa.select(c.client).where(recent).group_by(c.client).having(sa.func.count() >= BURST_ITEMS))
-                .scalars()
+                db.execute(
+                    sa.select(c.client).where(recent).group_by(c.client).having(sa.func.count() >= BURST_ITEMS)
+                ).scalars()
             )
             columns = (c.id, c.sha256, c.created, c.client, c.label, c.status, c.model_version, c.predicted,
                        c.probabilities, c.claimed_digit)  # fmt: skip

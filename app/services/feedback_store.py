@@ -1,6 +1,6 @@
 """Corrections from the people who draw: what they sent, what the model said, what they say it is.
 
-In the shared database, beside the training jobs (app.services.db). Each image is stored once
+In the shared database, beside the training jobs (app.infra.db). Each image is stored once
 (its SHA-256 is the key), as the exact bytes received and as the 28x28 input the server made of it,
 with the served model's answer. Clients are kept as a salted hash of their address, never the
 address; the salt is made once per runtime folder and never leaves it. Nothing here is used for
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.services.db import Db, feedback, open_db, shared_secret
+from app.infra.db import Db, feedback, open_db, shared_secret
 
 
 class FeedbackStatus(StrEnum):

@@ -12,7 +12,7 @@ import time
 
 import sqlalchemy as sa
 
-from app.services.db import holdout_scores
+from app.infra.db import holdout_scores
 from app.services.feedback_review import Review, checksum
 from app.services.feedback_store import FeedbackStore
 from model.data import Dataset

@@ -1,4 +1,4 @@
-"""Training jobs and their progress, in the shared database (SQLite file or PostgreSQL; see app.services.db).
+"""Training jobs and their progress, in the shared database (SQLite file or PostgreSQL; see app.infra.db).
 
 At most one job is queued or running at a time; a partial unique index enforces it inside the
 database, so two web processes (or replicas) accepting POST /train at the same instant cannot both
@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from app.services.db import ACTIVE, Db, JobStatus, jobs, open_db, progress
+from app.infra.db import ACTIVE, Db, JobStatus, jobs, open_db, progress
 
 TERMINAL = tuple(s for s in JobStatus if s not in ACTIVE)
 _ACTIVE = jobs.c.status.in_([s.value for s in ACTIVE])

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.services.db import DB_ERRORS, error_reason
+from app.infra.db import DB_ERRORS, error_reason
 from app.services.feedback_review import Review, checksum
 from app.services.feedback_store import FeedbackStore
 from app.services.holdout import HoldoutScores
@@ -69,7 +69,11 @@ def _corrections(feedback: FeedbackStore | None) -> Corrections | None:
 
 
 def _train_and_register(
-    job: Job, store: JobStore, registry: Registry, data_dir: Path | None, feedback: FeedbackStore | None,
+    job: Job,
+    store: JobStore,
+    registry: Registry,
+    data_dir: Path | None,
+    feedback: FeedbackStore | None,
     should_stop: Callable[[], bool],
 ) -> tuple[str, Predictor]:
     config = TrainConfig(**job.config)

@@ -23,9 +23,9 @@ import threading
 from pathlib import Path
 
 from app.infra.blas import use_one_blas_thread
+from app.infra.db import DB_ERRORS, error_reason, open_db
 from app.infra.logs import setup_logging
 from app.infra.settings import Settings
-from app.services.db import DB_ERRORS, error_reason, open_db
 from app.services.db_registry import open_registry
 from app.services.feedback_store import FeedbackStore
 from app.services.job_store import Job, JobStatus, JobStore, worker_name

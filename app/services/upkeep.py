@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 
-from app.services.db import DB_ERRORS, Db
+from app.infra.db import DB_ERRORS, Db
 from app.services.registry import Registry, RegistryUnavailable
 from app.services.training_queue import TrainingQueue
 

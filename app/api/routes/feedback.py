@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from app.api.deps import get_loaded_model
+from app.api.deps import loaded_model, services
 from app.api.inputs import (
     JSON,
     MULTIPART,
@@ -69,11 +69,11 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
     for an admin to review; a correction never trains a model before an admin accepts it. The same
     image sent twice is kept once. Limited per client (`DIGITS_FEEDBACK_RATE`): 429 with Retry-After."""
     address = _client_address(request)
-    wait = request.app.state.feedback_limiter.retry_after(address)
+    wait = services(request).feedback_limiter.retry_after(address)
     if wait is not None:
         raise HTTPException(429, f"too many corrections; try again in {wait} s", headers={"Retry-After": str(wait)})
     data, body = await _correction_request(request)
-    model, work = get_loaded_model(request), request.app.state.image_work
+    model, work = loaded_model(request), services(request).image_work
     try:
         x = await work.normalise(data, work.budget())
         kind = open_image(data, work.max_pixels).format.lower()
@@ -92,7 +92,7 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
         claimed_version=body.model_version,
         claimed_digit=body.predicted,
     )
-    store: FeedbackStore = request.app.state.feedback
+    store: FeedbackStore = services(request).feedback
     try:
         stored = await asyncio.to_thread(store.add, correction, address)
     except StoreFull as e:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 
 from app.api.auth import AdminDep, AdminFirstRoute
-from app.api.deps import HolderDep, RegistryDep
+from app.api.deps import HolderDep, RegistryDep, services
 from app.api.schemas import ErrorBody, ModelList, ModelVersion
-from app.services.holdout import HoldoutScores
 from app.services.registry import IncompatibleModel, InvalidVersion, Registry, UnknownVersion
 from model.layers import describe
 from model.weights import WeightsError
@@ -31,7 +30,7 @@ def _version(version: str, active: bool, card: dict, holdout: dict | None = None
 @router.get("", response_model=ModelList, summary="Model versions with their metadata")
 def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> ModelList:
     active = registry.active_version()
-    scores: HoldoutScores = request.app.state.holdout
+    scores = services(request).holdout
     today = scores.checksum()
     return ModelList(
         active=active,
@@ -50,7 +49,7 @@ def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> M
 def evaluate_on_holdout(registry: RegistryDep, holder: HolderDep, request: Request) -> ModelList:
     """The holdout grows as corrections are accepted; this measures every version on it as it is now
     (no retraining). Versions whose files do not load are left out."""
-    scores: HoldoutScores = request.app.state.holdout
+    scores = services(request).holdout
     holdout = scores.current()
     for version in registry.versions():
         try:

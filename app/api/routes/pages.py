@@ -7,6 +7,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.api.deps import services
 from app.api.schemas import MAX_BATCH_SIZE, MAX_EPOCHS
 from app.services.job_store import ACTIVE
 from model.config import MAX_SHIFT, PRESETS
@@ -30,7 +31,7 @@ TRAIN_FORM = {
 
 @router.get("/", response_class=HTMLResponse)
 def draw_page(request: Request) -> HTMLResponse:
-    model = request.app.state.holder.current
+    model = services(request).holder.current
     return templates.TemplateResponse(
         request, "index.html", {"page": "draw", "model_version": model.version if model else None}
     )

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
-from app.api.deps import get_loaded_model
+from app.api.deps import loaded_model, services
 from app.api.inputs import (
     IMAGE_MEDIA_TYPES,
     JSON,
@@ -42,11 +42,11 @@ ReturnInput = Annotated[bool, Query(description="include the 28x28 image the mod
 
 def _predictions(request: Request, x: np.ndarray, model: LoadedModel, return_input: bool) -> list[Prediction]:
     """x (m, 28, 28) -> m answers, with the model's calibration and detector (or the server's override)."""
-    answers = model.predictor.answer(x.reshape(len(x), -1), request.app.state.settings.uncertain_below)
+    answers = model.predictor.answer(x.reshape(len(x), -1), services(request).settings.uncertain_below)
     out = []
     for i, probs in enumerate(answers.probabilities):
         digit = int(np.argmax(probs))
-        request.app.state.metrics.count_prediction(digit)
+        services(request).metrics.count_prediction(digit)
         out.append(
             Prediction(
                 digit=digit,
@@ -105,10 +105,10 @@ async def predict(request: Request, return_input: ReturnInput = False) -> Predic
     """One image as a multipart upload (field `file`), a JSON data URL or base64 (`image`), MNIST-format
     `pixels`, or a raw `image/*` body. Images are cropped to their ink, scaled to 20 px and centred by
     mass, as MNIST was made; `pixels` are fed as they are."""
-    model = get_loaded_model(request)
+    model = loaded_model(request)
     x = await _single_input(request)
     if isinstance(x, bytes):
-        work: ImageWork = request.app.state.image_work
+        work: ImageWork = services(request).image_work
         x = await _normalise(work, work.budget(), x)
     return _predictions(request, x.reshape(1, *x.shape), model, return_input)[0]
 
@@ -159,8 +159,8 @@ async def predict_batch(request: Request, return_input: ReturnInput = False) -> 
     message a single /predict would have given; the others are classified. A malformed request as a
     whole (no images, more than the limit, wrong content type) is answered with that error instead.
     """
-    settings, model = request.app.state.settings, get_loaded_model(request)
-    work: ImageWork = request.app.state.image_work
+    state = services(request)
+    settings, model, work = state.settings, loaded_model(request), state.image_work
     payloads = await _batch_payloads(request, settings.max_batch)
     budget = work.budget()
     inputs = await asyncio.gather(*(_batch_input(work, budget, p) for p in payloads))

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request, Response
 
 from app.api.auth import admin_router
+from app.api.deps import services
 from app.api.schemas import FeedbackItem, FeedbackList, ReviewRequest, ReviewResult
 from app.services.feedback_review import Filters, Review
 from app.services.feedback_store import FeedbackStatus
@@ -17,7 +18,7 @@ router = admin_router("/feedback", "feedback")
 
 
 def get_review(request: Request) -> Review:
-    return Review(request.app.state.feedback)
+    return Review(services(request).feedback)
 
 
 ReviewDep = Annotated[Review, Depends(get_review)]

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.auth import admin_router
-from app.api.deps import StoreDep, TrainingDep
+from app.api.deps import JobsDep, TrainingDep
 from app.api.schemas import ErrorBody, TrainJob, TrainJobList, TrainRequest
 from app.services.job_store import Job, JobConflict, JobStore
 from model.config import preset as make_preset
@@ -21,16 +21,16 @@ EVENT_POLL_S = 0.25
 EVENT_ID = re.compile(r"[0-9]{1,9}", re.ASCII)  # the ids this server sends: progress sequence numbers
 
 
-def _found(store: JobStore, job_id: str) -> Job:
-    job = store.get(job_id)
+def _found(jobs: JobStore, job_id: str) -> Job:
+    job = jobs.get(job_id)
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")
     return job
 
 
-def found_job(job_id: str, store: StoreDep) -> Job:
+def found_job(job_id: str, jobs: JobsDep) -> Job:
     """As a dependency, so that a stream's 404 is answered before the stream starts."""
-    return _found(store, job_id)
+    return _found(jobs, job_id)
 
 
 def resume_after(last_event_id: Annotated[str | None, Header()] = None) -> int:
@@ -48,8 +48,8 @@ def resume_after(last_event_id: Annotated[str | None, Header()] = None) -> int:
     },
     summary="Start a training run in the background",
 )
-async def start_training(body: TrainRequest, store: StoreDep, training: TrainingDep) -> TrainJob:
-    """Runs in a training worker process (one BLAS thread, lower priority) so predictions stay fast. When it
+async def start_training(body: TrainRequest, jobs: JobsDep, training: TrainingDep) -> TrainJob:
+    """Runs in its own process (one BLAS thread, lower priority) so predictions stay fast. When it
     finishes, the new version is evaluated on MNIST's test set and the canvas-style drawings,
     registered, and activated if it beats the active model (or always, with `activate: "always"`)."""
     overrides = body.model_dump(exclude_none=True, exclude={"preset", "activate", "feedback", "feedback_weight"})
@@ -59,7 +59,7 @@ async def start_training(body: TrainRequest, store: StoreDep, training: Training
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
     try:
-        job = store.create(body.preset, config.as_dict(), body.activate)
+        job = jobs.create(body.preset, config.as_dict(), body.activate)
     except JobConflict as e:
         raise HTTPException(409, f"training job {e} is already queued or running; cancel it or wait") from None
     training.job_queued()
@@ -67,13 +67,13 @@ async def start_training(body: TrainRequest, store: StoreDep, training: Training
 
 
 @router.get("", response_model=TrainJobList, summary="Training history, newest first")
-def list_jobs(store: StoreDep) -> TrainJobList:
-    return TrainJobList(jobs=[TrainJob.from_job(j) for j in store.list()])
+def list_jobs(jobs: JobsDep) -> TrainJobList:
+    return TrainJobList(jobs=[TrainJob.from_job(j) for j in jobs.list()])
 
 
 @router.get("/{job_id}", response_model=TrainJob, responses={404: {"model": ErrorBody}}, summary="One job")
-def get_job(job_id: str, store: StoreDep) -> TrainJob:
-    return TrainJob.from_job(_found(store, job_id))
+def get_job(job_id: str, jobs: JobsDep) -> TrainJob:
+    return TrainJob.from_job(_found(jobs, job_id))
 
 
 @router.post(
@@ -82,16 +82,16 @@ def get_job(job_id: str, store: StoreDep) -> TrainJob:
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "the job has finished"}},
     summary="Stop a job within one training step",
 )
-def cancel_job(job_id: str, store: StoreDep) -> TrainJob:
-    job = _found(store, job_id)
+def cancel_job(job_id: str, jobs: JobsDep) -> TrainJob:
+    job = _found(jobs, job_id)
     if not job.is_active:
         raise HTTPException(409, f"training job {job_id} has already {job.status}")
-    store.request_cancel(job_id)
-    return TrainJob.from_job(store.get(job_id))
+    jobs.request_cancel(job_id)
+    return TrainJob.from_job(jobs.get(job_id))
 
 
-async def _progress(store: JobStore, job_id: str, seq: int) -> AsyncIterator[ServerSentEvent]:
-    for s, data in await asyncio.to_thread(store.progress_since, job_id, seq):
+async def _progress(jobs: JobStore, job_id: str, seq: int) -> AsyncIterator[ServerSentEvent]:
+    for s, data in await asyncio.to_thread(jobs.progress_since, job_id, seq):
         yield ServerSentEvent(event="progress", id=str(s), data=data)
 
 
@@ -103,7 +103,7 @@ async def _progress(store: JobStore, job_id: str, seq: int) -> AsyncIterator[Ser
 )
 async def job_events(
     request: Request,
-    store: StoreDep,
+    jobs: JobsDep,
     job: Annotated[Job, Depends(found_job)],
     seq: Annotated[int, Depends(resume_after)],
 ) -> AsyncIterable[ServerSentEvent]:
@@ -113,12 +113,12 @@ async def job_events(
     job_id = job.id
     yield ServerSentEvent(event="status", data=TrainJob.from_job(job).model_dump())
     while True:
-        finished = not (await asyncio.to_thread(store.get, job_id)).is_active
-        async for event in _progress(store, job_id, seq):  # after a final status, the last of them
+        finished = not (await asyncio.to_thread(jobs.get, job_id)).is_active
+        async for event in _progress(jobs, job_id, seq):  # after a final status, the last of them
             seq = int(event.id)
             yield event
         if finished:
-            job = await asyncio.to_thread(store.get, job_id)
+            job = await asyncio.to_thread(jobs.get, job_id)
             yield ServerSentEvent(event="status", data=TrainJob.from_job(job).model_dump())
             return
         if await request.is_disconnected():
