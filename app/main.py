@@ -12,23 +12,23 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.api.auth import resolve_admin_token
 from app.api.deps import Services
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.api.routes import feedback, models, ops, pages, predict, review, train
 from app.infra import prometheus
 from app.infra.blas import use_one_blas_thread
-from app.infra.db import open_db
+from app.infra.db import DB_ERRORS, open_db
 from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
-from app.services.db_registry import open_registry
-from app.services.feedback_store import FeedbackStore, client_salt
+from app.services.admin_token import AdminToken
+from app.services.feedback_store import FeedbackStore
 from app.services.holdout import HoldoutScores
 from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder
+from app.services.registry import Registry
 from app.services.training_queue import TrainingQueue
 from app.services.upkeep import Upkeep
 from model.paths import REPO_ROOT
@@ -42,7 +42,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         setup_logging(settings.log_level)
         use_one_blas_thread()
         db = open_db(settings.database)
-        registry = open_registry(db, settings.runtime_dir, settings.weights_dir, settings.initial_version)
+        registry = Registry(db, settings.runtime_dir, settings.weights_dir, settings.initial_version)
         jobs = JobStore(db)
         training = TrainingQueue(jobs, settings)
         upkeep = Upkeep(db, registry, training)
@@ -51,9 +51,11 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         holder = ModelHolder(registry, on_change=metrics.set_active_version)
         await asyncio.to_thread(holder.refresh)  # load the active model once, before serving
         await training.start()
-        # The salt of the clients' hashes: per runtime folder on one host, in the database when shared.
-        salt = None if db.is_postgres else client_salt(settings.runtime_dir)
-        feedback = FeedbackStore(db, salt, settings.max_feedback_items, settings.max_feedback_bytes)
+        legacy_salt = settings.runtime_dir / "feedback_salt"  # where an install from before kept it
+        feedback = FeedbackStore(db, settings.max_feedback_items, settings.max_feedback_bytes, legacy_salt)
+        admin_token = AdminToken(settings.admin_token, db, settings.runtime_dir / "admin_token")
+        with contextlib.suppress(*DB_ERRORS):
+            admin_token.value()  # made and logged at start when the database answers
         image_work = ImageWork(settings.max_image_pixels, settings.max_request_pixels, settings.decode_threads)
         app.state.services = Services(
             settings=settings,
@@ -61,7 +63,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
             registry=registry,
             holder=holder,
             image_work=image_work,
-            admin_token=resolve_admin_token(settings.admin_token, settings.runtime_dir),
+            admin_token=admin_token,
             jobs=jobs,
             training=training,
             feedback=feedback,

@@ -161,12 +161,12 @@ def _review(runtime_dir: Path, database_url: str | None = None):
     from app.infra.db import open_db
     from app.infra.settings import SQLITE_FILE
     from app.services.feedback_review import Review
-    from app.services.feedback_store import FeedbackStore, client_salt
+    from app.services.feedback_store import FeedbackStore
 
     if database_url:
-        return Review(FeedbackStore(open_db(database_url), None, max_items=10**9))
+        return Review(FeedbackStore(open_db(database_url), max_items=10**9))
     runtime_dir.mkdir(parents=True, exist_ok=True)
-    return Review(FeedbackStore(runtime_dir / SQLITE_FILE, client_salt(runtime_dir), max_items=10**9))
+    return Review(FeedbackStore(runtime_dir / SQLITE_FILE, max_items=10**9))
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:

@@ -140,3 +140,12 @@ def nginx_proxy(upstreams: list[str], work_dir: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def registry_of(runtime_dir: Path):
+    """The model registry of a server on one host (SQLite in its runtime folder), from outside it."""
+    from app.infra.db import open_db
+    from app.infra.settings import SQLITE_FILE
+    from app.services.registry import Registry
+
+    return Registry(open_db(runtime_dir / SQLITE_FILE), runtime_dir / "test-cache")

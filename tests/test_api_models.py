@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import STROKE
 
 from app.infra.settings import Settings
@@ -67,14 +68,15 @@ def test_unknown_and_invalid_versions_are_404(client, admin):
 
 
 def test_corrupt_version_is_refused_and_never_served(client, admin, settings, caplog):
-    models = settings.runtime_dir / "models"
-    good = (models / "default.npz").read_bytes()
-    (models / "broken.npz").write_bytes(good[: len(good) // 3])
+    registry = client.app.state.services.registry
+    good = registry.path("default").read_bytes()
+    registry.add("broken", good[: len(good) // 3])
     r = client.post("/models/broken/activate", headers=admin)
     assert r.status_code == 422 and "failed validation" in r.json()["detail"]
     assert client.get("/models").json()["active"] == INITIAL_VERSION
-    # Even a pointer edited by hand to a bad version leaves the served model in place.
-    (settings.runtime_dir / "active").write_text("broken\n")
+    # Even an active row edited by hand to a bad version leaves the served model in place.
+    with registry.db.write() as conn:
+        conn.execute(sa.text("UPDATE active_model SET version = 'broken'"))
     holder = client.app.state.services.holder
     with caplog.at_level(logging.ERROR, logger="digits.serving"):
         assert holder.refresh() is False
@@ -118,18 +120,17 @@ def test_generated_admin_token_is_shared_and_never_a_default(make_client, tmp_pa
     with caplog.at_level(logging.WARNING, logger="digits.auth"):
         c1 = make_client(s)
         c2 = make_client(s)  # a second worker on the same runtime folder
-    token = (tmp_path / "var" / "admin_token").read_text().strip()
-    assert len(token) >= 24
-    assert (tmp_path / "var" / "admin_token").stat().st_mode & 0o077 == 0
     logged = [r for r in caplog.records if "generated an admin token" in r.getMessage()]
-    assert len(logged) == 1  # logged once, by the worker that made it
+    assert len(logged) == 1  # logged once, by the process that made it
+    token = logged[0].admin_token
+    assert len(token) >= 24
     for c in (c1, c2):
         assert c.post("/models/seed/activate", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert c.post("/models/seed/activate").status_code == 401
     other = tmp_path / "other"
-    shutil.copytree(tmp_path / "var" / "models", other / "models")
-    c3 = make_client(Settings(runtime_dir=other, admin_token=None))
-    token3 = (other / "admin_token").read_text().strip()
+    with caplog.at_level(logging.WARNING, logger="digits.auth"):
+        c3 = make_client(Settings(runtime_dir=other, admin_token=None))
+    token3 = [r for r in caplog.records if "generated an admin token" in r.getMessage()][-1].admin_token
     assert token3 != token  # random, not built in
     assert c3.post("/models/seed/activate", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
@@ -155,13 +156,14 @@ def test_logs_are_json_lines_with_fields():
     assert entry["method"] == "POST" and entry["path"] == "/predict" and entry["status"] == 200
 
 
-def test_a_model_expecting_other_input_is_never_served(client, admin, settings):
+def test_a_model_expecting_other_input_is_never_served(client, admin, tmp_path):
     from model import weights as weights_io
     from model.spec import INPUT_SPEC
 
-    net, card = weights_io.load(settings.runtime_dir / "models" / "seed.npz")
+    registry = client.app.state.services.registry
+    net, card = weights_io.load(registry.path("seed"))
     card = card.replace(input_normalisation=dataclasses.replace(INPUT_SPEC, preprocess="resize-whole-canvas"))
-    weights_io.save(settings.runtime_dir / "models" / "other.npz", net, card)
+    registry.add("other", weights_io.save(tmp_path / "other.npz", net, card).read_bytes())
     r = client.post("/models/other/activate", headers=admin)
     assert r.status_code == 422 and "resize-whole-canvas" in r.json()["detail"]
     assert client.get("/models").json()["active"] == INITIAL_VERSION
@@ -172,12 +174,11 @@ def test_changed_committed_weights_are_reported_not_swapped_in(tmp_path, make_cl
     seed_dir.mkdir()
     shutil.copy(Settings().weights_dir / "seed.npz", seed_dir / "default.npz")
     s = Settings(runtime_dir=tmp_path / "var", weights_dir=seed_dir, admin_token="t")
-    make_client(s)
-    registered = (tmp_path / "var" / "models" / "default.npz").read_bytes()
+    registered = make_client(s).app.state.services.registry.path("default").read_bytes()
     shutil.copy(Settings().weights_dir / "default.npz", seed_dir / "default.npz")
     with caplog.at_level(logging.WARNING, logger="digits.registry"):
-        make_client(s)
-    assert (tmp_path / "var" / "models" / "default.npz").read_bytes() == registered
+        again = make_client(s)
+    assert again.app.state.services.registry.path("default").read_bytes() == registered
     assert any("committed weights differ" in r.getMessage() for r in caplog.records)
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from servers import ROOT, uvicorn_server
+from servers import ROOT, registry_of, uvicorn_server
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -57,4 +57,4 @@ def test_the_copied_tree_serves_through_cmd_and_passes_healthcheck(tmp_path):
         assert "(image tree)" in httpx.get(server.url + "/").text
         log = server.log_text()
     assert "Started parent process" in log  # several workers, as in the image
-    assert (tmp_path / "runtime" / "models" / "default.npz").exists()
+    assert {"cnn", "default", "seed"} <= set(registry_of(tmp_path / "runtime").versions())

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from conftest import STROKE
-from servers import uvicorn_server
+from servers import registry_of, uvicorn_server
 
 TOKEN = "e2e-token"
 
@@ -70,16 +71,17 @@ def test_activation_reaches_every_worker_within_a_second(server):
 
 
 def test_corrupt_version_is_refused_and_never_served(server):
-    models = server.runtime_dir / "models"
-    good = (models / "default.npz").read_bytes()
-    (models / "broken.npz").write_bytes(good[: len(good) // 2])
+    registry = registry_of(server.runtime_dir)
+    good = registry.path("default").read_bytes()
+    registry.add("broken", good[: len(good) // 2])
     headers = {"Authorization": f"Bearer {TOKEN}"}
     before = httpx.get(f"{server.url}/models", timeout=5).json()["active"]
     r = httpx.post(f"{server.url}/models/broken/activate", headers=headers, timeout=10)
     assert r.status_code == 422 and "failed validation" in r.json()["detail"]
     assert httpx.get(f"{server.url}/models", timeout=5).json()["active"] == before
     # Point at it behind the API's back: every worker refuses it and keeps serving.
-    (server.runtime_dir / "active").write_text("broken\n")
+    with registry.db.write() as conn:
+        conn.execute(sa.text("UPDATE active_model SET version = 'broken'"))
     time.sleep(1.0)
     # Ask until both workers have answered (the kernel picks which one gets a connection: 40 in a row
     # went to one worker in a run on this VM); every answer, from either, is the version served before.

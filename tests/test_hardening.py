@@ -265,9 +265,9 @@ def test_8_a_read_only_runtime_folder_keeps_predictions_and_gives_503s(tmp_path)
 def test_9_a_worker_starting_on_a_corrupt_active_version_serves_a_fallback(make_client, settings, admin):
     first = make_client(settings)
     assert first.post("/models/seed/activate", headers=admin).status_code == 200
+    seed = first.app.state.services.registry.path("seed")
     first.__exit__(None, None, None)
-    seed = settings.runtime_dir / "models" / "seed.npz"
-    seed.write_bytes(seed.read_bytes()[:1000])  # corrupt on disk while nothing runs
+    seed.write_bytes(seed.read_bytes()[:1000])  # corrupt on disk (the cached file) while nothing runs
     client = make_client(settings)
     ready = client.get("/readyz")
     assert ready.status_code == 200
@@ -306,7 +306,7 @@ def test_11_no_token_is_401_whatever_the_body(client, body):
 
 
 def test_12_errors_never_name_server_paths(client, admin, settings):
-    (settings.runtime_dir / "models" / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    client.app.state.services.registry.add("broken", b"PK\x03\x04 not really")
     r = client.post("/models/broken/activate", headers=admin)
     assert r.status_code == 422 and "'broken'" in r.json()["detail"]
     listing = json.dumps(client.get("/models").json())

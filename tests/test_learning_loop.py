@@ -27,8 +27,8 @@ def _send(client, drawings, label_of=lambda d: d.label) -> list[str]:
     return ids
 
 
-def _accuracy(runtime_dir, version: str, drawings) -> float:
-    net, _ = weights.load(runtime_dir / "models" / f"{version}.npz")
+def _accuracy(registry, version: str, drawings) -> float:
+    net, _ = weights.load(registry.path(version))
     x = np.stack([normalise_bytes(d.png).reshape(-1) for d in drawings])
     return float((net.predict(x) == np.array([d.label for d in drawings])).mean())
 
@@ -60,8 +60,8 @@ def test_accepted_corrections_teach_a_new_way_of_writing(make_client, settings, 
     assert 50 <= held_out <= 80  # about a third, and enough for the promotion gate to count it
 
     other = list(unusual_set(150, seed=4))  # drawn in the same ways, never sent
-    before = _accuracy(settings.runtime_dir, runs["exclude"]["version"], other)
-    after = _accuracy(settings.runtime_dir, runs["include"]["version"], other)
+    before = _accuracy(client.app.state.services.registry, runs["exclude"]["version"], other)
+    after = _accuracy(client.app.state.services.registry, runs["include"]["version"], other)
     print(f"\nunusual drawings: {before:.1%} without corrections, {after:.1%} with them")
     assert after > before and after >= 0.9
     assert runs["include"]["result"]["test_accuracy"] >= 0.97  # MNIST stays where the quick preset is

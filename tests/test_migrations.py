@@ -110,3 +110,37 @@ def test_a_postgres_database_at_0001_upgrades_in_place(pg_url):
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT id, worker, heartbeat FROM jobs")).all() == [("j1", None, None)]
         assert conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar() == 0
+
+
+def test_a_runtime_folder_of_files_from_before_is_adopted(make_client, tmp_path, caplog):
+    """The previous release kept the registry as files (`models/<version>.npz`, the `active` pointer) and
+    the generated admin token and the clients' salt as files; a server of this release takes them into
+    the database once: the same version is served, the old token still works, the same client hashes."""
+    import logging
+    import shutil
+
+    from app.infra.settings import Settings
+    from model.paths import WEIGHTS_DIR
+
+    runtime = tmp_path / "var"
+    (runtime / "models").mkdir(parents=True)
+    for name in ("cnn", "default", "seed"):
+        shutil.copy(WEIGHTS_DIR / f"{name}.npz", runtime / "models" / f"{name}.npz")
+    shutil.copy(WEIGHTS_DIR / "seed.npz", runtime / "models" / "20261101-120000-abcdef.npz")  # one it trained
+    (runtime / "active").write_text("20261101-120000-abcdef\n")
+    (runtime / "admin_token").write_text("a-token-the-old-server-generated\n")
+    (runtime / "feedback_salt").write_bytes(b"s" * 32)
+    with caplog.at_level(logging.WARNING, logger="digits.auth"):
+        client = make_client(Settings(runtime_dir=runtime, admin_token=None))
+    assert not [r for r in caplog.records if "generated an admin token" in r.getMessage()]
+    models = client.get("/models").json()
+    assert models["active"] == models["serving"] == "20261101-120000-abcdef"
+    assert {v["version"] for v in models["versions"]} == {"cnn", "default", "seed", "20261101-120000-abcdef"}
+    old = {"Authorization": "Bearer a-token-the-old-server-generated"}
+    assert client.post("/models/cnn/activate", headers=old).status_code == 200
+    import hashlib
+
+    assert (
+        client.app.state.services.feedback.client_id("1.2.3.4")
+        == hashlib.sha256(b"s" * 32 + b"1.2.3.4").hexdigest()[:16]
+    )

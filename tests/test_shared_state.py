@@ -387,7 +387,7 @@ def test_digits_evaluate_and_export_read_the_shared_databases_corrections(pg_url
     x = np.zeros((12, 28, 28), np.uint8)
     for i in range(12):
         x[i, 4:24, 4 + i] = 255  # twelve different strokes
-    review = Review(FeedbackStore(db, None, max_items=100))
+    review = Review(FeedbackStore(db, max_items=100))
     assert review.import_items(x, np.ones(12, np.uint8), None, FeedbackStatus.ACCEPTED, "test") == 12
     in_holdout = sum(holdout(d) for d in review.accepted()[2])
     env = {**os.environ, "DIGITS_DATABASE_URL": pg_url, "DIGITS_RUNTIME_DIR": str(tmp_path / "empty")}

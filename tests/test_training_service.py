@@ -225,9 +225,9 @@ def test_promotion_gate_both_ways_and_rollback(client, admin):
 
 def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
     settings = Settings(runtime_dir=tmp_path / "var", admin_token="t")
-    registry = Registry(settings.runtime_dir, settings.weights_dir)
-    registry.ensure()
     store = JobStore(settings.runtime_dir / "jobs.sqlite")
+    registry = Registry(store.db, settings.runtime_dir, settings.weights_dir)
+    registry.ensure()
     store.create("tiny", preset("tiny").as_dict(), "always")
     job = store.claim("test", os.getpid())
     real_savez = weights.np.savez
@@ -240,14 +240,15 @@ def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
     assert run_job(job, store, registry, None, should_stop=lambda: False) == "failed"
     row = store.get(job.id)
     assert row.status == "failed" and "No space left on device" in row.error
-    assert sorted(p.name for p in registry.models.iterdir()) == ["cnn.npz", "default.npz", "seed.npz"]  # no temp files
+    assert registry.versions() == ["cnn", "default", "seed"]
+    assert list(registry.cache.iterdir()) == []  # no temp files: nothing was served here, so nothing cached
     assert registry.active_version() == INITIAL_VERSION
 
 
 @pytest.fixture
 def tiny_filesystem(tmp_path):
     """A 512 KiB tmpfs: room for a small model, not for a 784-256-10 one (800 KB)."""
-    mountpoint = tmp_path / "models"
+    mountpoint = tmp_path / "cache"
     mountpoint.mkdir()
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)], capture_output=True, text=True
@@ -264,12 +265,15 @@ def test_a_real_full_disk_fails_the_job_and_keeps_serving(tmp_path, tiny_filesys
     shutil.copy(Settings().weights_dir / "seed.npz", weights_dir / "default.npz")  # 38 KB: it fits
     runtime = tmp_path / "var"
     runtime.mkdir()
-    (runtime / "models").symlink_to(tiny_filesystem)
+    (runtime / "cache").symlink_to(tiny_filesystem)  # where a new version's file is written first
     client = make_client(Settings(runtime_dir=runtime, weights_dir=weights_dir, admin_token=TOKEN))
     job = client.post("/train", json={**TINY, "layers": [784, 256, 10], "activate": "always"}, headers=admin).json()
     done, _ = wait_for(client, job["id"], {"succeeded", "failed"})
     assert done["status"] == "failed" and "No space left on device" in done["error"]
-    assert sorted(p.name for p in tiny_filesystem.iterdir()) == ["default.npz"]  # no partial file left
+    registry = client.app.state.services.registry
+    assert registry.versions() == ["default"]  # nothing registered
+    served = registry.path("default").name
+    assert sorted(p.name for p in tiny_filesystem.iterdir()) == sorted([served, "served"])  # no partial file
     assert client.get("/models").json()["active"] == "default"
     assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
 
@@ -297,9 +301,9 @@ def test_a_shutdown_signal_during_a_database_call_still_reads_interrupted(tmp_pa
     from app.services.training_job import Interrupted
 
     settings = Settings(runtime_dir=tmp_path / "var", admin_token="t")
-    registry = Registry(settings.runtime_dir, settings.weights_dir)
-    registry.ensure()
     store = JobStore(settings.runtime_dir / "jobs.sqlite")
+    registry = Registry(store.db, settings.runtime_dir, settings.weights_dir)
+    registry.ensure()
     store.create("tiny", preset("tiny").as_dict(), "always")
     job = store.claim("test", os.getpid())
     context = store.db.engine.dialect.execution_ctx_cls

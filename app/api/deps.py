@@ -16,6 +16,7 @@ from fastapi import Depends, HTTPException, Request
 from app.infra.prometheus import Metrics
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
+from app.services.admin_token import AdminToken
 from app.services.feedback_store import FeedbackStore
 from app.services.holdout import HoldoutScores
 from app.services.image_work import ImageWork
@@ -32,7 +33,7 @@ class Services:
     registry: Registry
     holder: ModelHolder
     image_work: ImageWork
-    admin_token: str
+    admin_token: AdminToken
     jobs: JobStore
     training: TrainingQueue
     feedback: FeedbackStore

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import secrets
 import threading
 from collections.abc import Iterator
 from enum import StrEnum
@@ -271,8 +270,10 @@ def open_db(where: str | Path) -> Db:
         return db
 
 
-def shared_secret(db: Db, name: str, size: int = 32) -> bytes:
-    """A random secret made once per database and the same for every process that uses it."""
+def shared_secret(db: Db, name: str, initial: bytes) -> tuple[bytes, bool]:
+    """A secret made once per database and the same for every process that uses it: `initial` if this
+    call is the first to ask (then also True), else the one stored by the first."""
     with db.write() as conn:
-        conn.execute(db.insert_ignoring_duplicates(shared_secrets).values(name=name, value=secrets.token_bytes(size)))
-        return conn.execute(sa.select(shared_secrets.c.value).where(shared_secrets.c.name == name)).scalar_one()
+        made = conn.execute(db.insert_ignoring_duplicates(shared_secrets).values(name=name, value=initial)).first()
+        stored = conn.execute(sa.select(shared_secrets.c.value).where(shared_secrets.c.name == name)).scalar_one()
+        return stored, made is not None

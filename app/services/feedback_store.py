@@ -3,7 +3,7 @@
 In the shared database, beside the training jobs (app.infra.db). Each image is stored once
 (its SHA-256 is the key), as the exact bytes received and as the 28x28 input the server made of it,
 with the served model's answer. Clients are kept as a salted hash of their address, never the
-address; the salt is made once per runtime folder and never leaves it. Nothing here is used for
+address; the salt is made once per database and never leaves it. Nothing here is used for
 training until an admin has accepted it.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import time
 import uuid
@@ -56,34 +55,20 @@ class Stored:
     status: FeedbackStatus
 
 
-def client_salt(runtime_dir: Path) -> bytes:
-    """A random salt per runtime folder, shared by all workers (the first one makes it)."""
-    path = runtime_dir / "feedback_salt"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):  # the creating worker may be mid-write
-            salt = path.read_bytes()
-            if len(salt) == 32:
-                return salt
-            time.sleep(0.02)
-        raise RuntimeError(f"{path.name} is damaged; delete it to make a new one") from None
-    salt = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(salt)
-    return salt
-
-
 class FeedbackStore:
-    def __init__(self, db: Db | Path, salt: bytes | None, max_items: int, max_bytes: int = 2**62) -> None:
-        """salt None: the database's own (`shared_secret`), so that replicas on several hosts agree."""
+    def __init__(self, db: Db | Path, max_items: int, max_bytes: int = 2**62, legacy_salt: Path | None = None) -> None:
+        """The clients' hashes use the database's own salt, so that every process and replica agrees;
+        an install from before kept it in `legacy_salt`, and that one is adopted."""
         self.db = db if isinstance(db, Db) else open_db(Path(db))
-        self._salt, self.max_items, self.max_bytes = salt, max_items, max_bytes
+        self.max_items, self.max_bytes, self.legacy_salt = max_items, max_bytes, legacy_salt
+        self._salt: bytes | None = None
 
     @property
     def salt(self) -> bytes:
-        if self._salt is None:
-            self._salt = shared_secret(self.db, "feedback_client_salt")  # once the database answers
+        if self._salt is None:  # once the database answers
+            legacy = self.legacy_salt.read_bytes() if self.legacy_salt and self.legacy_salt.exists() else b""
+            initial = legacy if len(legacy) == 32 else secrets.token_bytes(32)
+            self._salt = shared_secret(self.db, "feedback_client_salt", initial)[0]
         return self._salt
 
     def client_id(self, address: str) -> str:

@@ -1,23 +1,35 @@
-"""The model registry: versioned weights in the runtime folder and an atomically switched pointer.
+"""The model registry: every version's weights file, and which one is served, in the database.
 
-    var/models/<version>.npz   immutable once written
-    var/active                 the active version's name (replaced by rename, never edited)
+    model_versions   each version's .npz, whole, with its SHA-256 (immutable once written)
+    active_model     one row: the version every web process serves
 
-The committed `weights/*.npz` seed the registry on first start and are never modified. Every web
-worker watches the pointer (see `app.services.model_holder`), so activation reaches all of them
-without a restart. Which new version becomes active is decided here too (`promotion`).
+The database is the one home of shared state on both backends: the runtime folder's SQLite file on
+one host, PostgreSQL for several. Each process keeps the files it has used in a local cache,
+`<runtime_dir>/cache/<sha256>.npz`, keyed by content: a file is fetched once, checked against its
+hash, then read like any weights file. It also remembers the version it served last
+(`<runtime_dir>/cache/served`), so a process that starts while PostgreSQL is away still serves.
+
+The committed `weights/*.npz` seed the registry on first start and are never modified; the files and
+pointer of an install from before (`<runtime_dir>/models/`, `<runtime_dir>/active`) are imported
+once. Every web process polls the active row (app.services.model_holder), so activation reaches all
+of them without a restart. Which new version becomes active is decided here too (`promotion`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import re
-import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import sqlalchemy as sa
+
+from app.infra.db import DB_ERRORS, Db, active_model, error_reason, model_versions
 from model import weights
 from model.card import ModelCard
 from model.files import atomic_file
@@ -56,9 +68,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def atomic_copy(src: Path, dst: Path) -> None:
-    with atomic_file(dst) as out, open(src, "rb") as inp:
-        shutil.copyfileobj(inp, out)
+def check_version(version: str) -> str:
+    """The version name, if it is one (the one rule for names: they are file names and URL segments)."""
+    if not VERSION_RE.match(version):
+        raise InvalidVersion(f"invalid version name {version!r}")
+    return version
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def check_input(card: ModelCard) -> None:
@@ -111,85 +129,143 @@ def promotion(
 
 
 class Registry:
-    def __init__(self, runtime_dir: Path, seed_dir: Path | None = None, initial: str = INITIAL_VERSION) -> None:
+    def __init__(self, db: Db, runtime_dir: Path, seed_dir: Path | None = None, initial: str = INITIAL_VERSION) -> None:
+        self.db, self.initial, self.seed_dir = db, initial, seed_dir
         self.root = Path(runtime_dir)
-        self.initial = initial
-        self.models = self.root / "models"
-        self.pointer = self.root / "active"
-        self.seed_dir = seed_dir
-        self._cards: dict[str, tuple[float, ModelCard]] = {}
+        self.cache = self.root / "cache"
+        self.served = self.cache / "served"
+        self._hashes: dict[str, str] = {}  # version -> sha256: versions never change, so never expires
+        self._cards: dict[str, ModelCard] = {}  # by sha256, for the same reason
+
+    def _rows(self, query: sa.Select) -> list[sa.Row]:
+        try:
+            with self.db.read() as conn:
+                return conn.execute(query).all()
+        except DB_ERRORS as e:
+            raise RegistryUnavailable(error_reason(e)) from e
+
+    def _scalar(self, query: sa.Select):
+        rows = self._rows(query)
+        return rows[0][0] if rows else None
 
     # ---- setup -------------------------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the folders; copy in the committed weights and point at the initial version (or
-        'default') on first start."""
-        self.models.mkdir(parents=True, exist_ok=True)
+        """Import what an install from before kept in files, add the committed weights that are missing
+        (the first process to start wins; each later one adds only what is missing), and point at the
+        initial version (or 'default') if nothing is active yet."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self._import_folder(self.root / "models", warn=False)
+        pointer = self.root / "active"
+        legacy = pointer.read_text().strip() if pointer.exists() else ""
+        if VERSION_RE.match(legacy):
+            self._point_at(legacy, only_if_unset=True)
         if self.seed_dir is not None and self.seed_dir.is_dir():
-            for src in sorted(self.seed_dir.glob("*.npz")):
-                dst = self.models / src.name
-                if not dst.exists():
-                    atomic_copy(src, dst)  # several workers may race here; each rename is whole
-                elif dst.stat().st_size != src.stat().st_size or dst.read_bytes() != src.read_bytes():
-                    # Versions are immutable, so newer committed weights do not replace a registered
-                    # version of the same name; say so rather than serve stale weights silently.
-                    log.warning(
-                        "committed weights differ from the registered version of the same name; delete the "
-                        "registered file to take the committed one",
-                        extra={"committed": str(src), "registered": str(dst)},
-                    )
-        if not self.pointer.exists():
-            first = next((v for v in (self.initial, DEFAULT_VERSION) if self.path(v).exists()), None)
-            if first is not None:
-                atomic_write_text(self.pointer, first + "\n")
+            self._import_folder(self.seed_dir, warn=True)
+        names = set(self.versions())
+        first = next((v for v in (self.initial, DEFAULT_VERSION) if v in names), None)
+        if first is not None:
+            self._point_at(first, only_if_unset=True)
+
+    def _import_folder(self, folder: Path, warn: bool) -> None:
+        if not folder.is_dir():
+            return
+        known = {v: self._hash(v) for v in self.versions()}
+        for src in sorted(folder.glob("*.npz")):
+            if not VERSION_RE.match(src.stem):
+                continue
+            data = src.read_bytes()
+            if src.stem not in known:
+                self.add(src.stem, data)
+            elif warn and known[src.stem] != _sha256(data):
+                # Versions are immutable, so newer committed weights do not replace a registered
+                # version of the same name; say so rather than serve stale weights silently.
+                log.warning(
+                    "committed weights differ from the registered version of the same name; register them "
+                    "under another name to serve them",
+                    extra={"committed": str(src), "version": src.stem},
+                )
+
+    def add(self, version: str, data: bytes, conn: sa.Connection | None = None) -> bool:
+        """Store a weights file as it is (validated when loaded); False if the version exists already."""
+        row = {"version": check_version(version), "sha256": _sha256(data), "size": len(data), "data": data,
+               "created": time.time()}  # fmt: skip
+        query = self.db.insert_ignoring_duplicates(model_versions).values(**row)
+        if conn is not None:
+            return conn.execute(query).first() is not None
+        with self.db.write() as c:
+            return c.execute(query).first() is not None
+
+    def _point_at(self, version: str, only_if_unset: bool = False) -> None:
+        row = {"id": 1, "version": version, "changed": time.time()}
+        with self.db.write() as conn:
+            if only_if_unset:
+                conn.execute(self.db.insert_ignoring_duplicates(active_model).values(**row))
+            else:
+                conn.execute(self.db.upsert(active_model, ["id"], row))
 
     # ---- queries -----------------------------------------------------------------------------
 
+    def _hash(self, version: str) -> str:
+        sha = self._hashes.get(check_version(version))
+        if sha is None:
+            sha = self._scalar(sa.select(model_versions.c.sha256).where(model_versions.c.version == version))
+            if sha is None:
+                raise UnknownVersion(version)
+            self._hashes[version] = sha
+        return sha
+
     def path(self, version: str) -> Path:
-        if not VERSION_RE.match(version):
-            raise InvalidVersion(f"invalid version name {version!r}")
-        return self.models / f"{version}.npz"
+        """The version's file in the local cache, fetched from the database the first time."""
+        sha = self._hash(version)
+        path = self.cache / f"{sha}.npz"
+        if not path.exists():
+            data = self._scalar(sa.select(model_versions.c.data).where(model_versions.c.sha256 == sha).limit(1))
+            if data is None or _sha256(data) != sha:
+                raise weights.WeightsError(f"version {version!r}: the stored file does not match its hash")
+            self.cache.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path) as f:
+                f.write(data)
+        return path
 
     def active_version(self) -> str | None:
-        try:
-            return self.pointer.read_text().strip() or None
-        except FileNotFoundError:
-            return None
+        return self._scalar(sa.select(active_model.c.version))
 
     def versions(self) -> list[str]:
-        return sorted(p.stem for p in self.models.glob("*.npz") if VERSION_RE.match(p.stem))
+        return sorted(r[0] for r in self._rows(sa.select(model_versions.c.version)))
 
     def versions_by_age(self) -> list[str]:
         """Newest first."""
-        return sorted(self.versions(), key=lambda v: self.path(v).stat().st_mtime, reverse=True)
+        query = sa.select(model_versions.c.version).order_by(model_versions.c.created.desc())
+        return [r[0] for r in self._rows(query)]
 
     def last_served(self) -> str | None:
-        """Only a registry kept elsewhere (the database) needs to remember this locally."""
+        """The version this process's host served last (for a start while the database is away)."""
+        try:
+            version, sha = self.served.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        if (self.cache / f"{sha}.npz").exists():
+            self._hashes.setdefault(version, sha)
+            return version
         return None
 
     def remember_served(self, version: str) -> None:
-        pass
+        sha = self._hashes.get(version)
+        if sha is not None:
+            with contextlib.suppress(OSError):  # best effort: a read-only runtime folder still serves
+                atomic_write_text(self.served, f"{version} {sha}\n")
 
     def card(self, version: str) -> ModelCard:
-        """The version's card (cached by mtime); raises WeightsError for a file it cannot read."""
-        path = self.path(version)
-        try:
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            raise UnknownVersion(version) from None
-        cached = self._cards.get(version)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        card = weights.read_card(path, f"version {version!r}")
-        self._cards[version] = (mtime, card)
-        return card
+        """The version's card; raises WeightsError for a file it cannot read."""
+        sha = self._hash(version)
+        if sha not in self._cards:
+            self._cards[sha] = weights.read_card(self.path(version), f"version {version!r}")
+        return self._cards[sha]
 
     def load(self, version: str) -> LoadedModel:
         """The whole version, validated; raises WeightsError or IncompatibleModel."""
-        path = self.path(version)
-        if not path.exists():
-            raise UnknownVersion(version)
-        predictor = weights.load_predictor(path, f"version {version!r}")
+        predictor = weights.load_predictor(self.path(version), f"version {version!r}")
         check_input(predictor.card)
         return LoadedModel(version, predictor)
 
@@ -204,24 +280,33 @@ class Registry:
             try:
                 active_card = self.card(active)
                 holdout = holdout_accuracy(active)
-            except (UnknownVersion, weights.WeightsError, IncompatibleModel):
+            except (UnknownVersion, InvalidVersion, weights.WeightsError, IncompatibleModel):
                 active_card = None  # a broken active version is no bar to a working one
         return promotion(candidate, active, active_card, mode, holdout)
 
     # ---- changes -----------------------------------------------------------------------------
 
     def activate(self, version: str) -> LoadedModel:
-        """Validate the version fully, then switch the pointer. A bad file never becomes active."""
-        loaded = self.load(version)
-        atomic_write_text(self.pointer, version + "\n")
+        """Validate the version fully, then make it the active one. A bad file never becomes active."""
+        loaded = self.load(version)  # validated from the cache before any process is told
+        self._point_at(version)
         log.info("activated model version", extra={"version": version})
         return loaded
 
-    def register(self, predictor: Predictor, version: str, guard: Callable[[Any], bool] | None = None) -> Path:
-        """Store a new version. `guard(None)` may refuse (a worker whose job was given up on)."""
-        path = self.path(version)
-        if path.exists():
-            raise InvalidVersion(f"version {version!r} exists already")
-        if guard is not None and not guard(None):
-            raise JobLost(f"version {version!r} not registered: the job is no longer this worker's")
-        return weights.save(path, predictor.network, predictor.card, predictor.detector)
+    def register(
+        self, predictor: Predictor, version: str, guard: Callable[[sa.Connection], bool] | None = None
+    ) -> Path:
+        """Store a new version, whole or not at all. `guard`, run in the same transaction, may refuse (a
+        training worker that has lost its job must not register what it made): then nothing is stored."""
+        check_version(version)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
+            saved = weights.save(Path(tmp) / f"{version}.npz", predictor.network, predictor.card, predictor.detector)
+            data = saved.read_bytes()
+            with self.db.write() as conn:
+                if guard is not None and not guard(conn):
+                    raise JobLost(f"version {version!r} not registered: the job is no longer this worker's")
+                if not self.add(version, data, conn):
+                    raise InvalidVersion(f"version {version!r} exists already")
+            sha = self._hashes[version] = _sha256(data)
+            return saved.replace(self.cache / f"{sha}.npz")  # into the cache as it is: no fetching it back

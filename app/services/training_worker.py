@@ -26,10 +26,9 @@ from app.infra.blas import use_one_blas_thread
 from app.infra.db import DB_ERRORS, error_reason, open_db
 from app.infra.logs import setup_logging
 from app.infra.settings import Settings
-from app.services.db_registry import open_registry
 from app.services.feedback_store import FeedbackStore
 from app.services.job_store import Job, JobStatus, JobStore, worker_name
-from app.services.registry import JobLost
+from app.services.registry import JobLost, Registry
 from app.services.training_job import Interrupted, run_job
 
 log = logging.getLogger("digits.worker")
@@ -74,8 +73,8 @@ class TrainingWorker:
         self.name = worker_name(os.getpid())
         self.db = open_db(settings.database)
         self.store = JobStore(self.db)
-        self.registry = open_registry(self.db, settings.runtime_dir, settings.weights_dir, settings.initial_version)
-        self.feedback = FeedbackStore(self.db, salt=b"", max_items=0)  # read here, never added to
+        self.registry = Registry(self.db, settings.runtime_dir, settings.weights_dir, settings.initial_version)
+        self.feedback = FeedbackStore(self.db, max_items=0)  # read here, never added to
         self.stopping = threading.Event()
         self._beat: Heartbeat | None = None
 
