@@ -24,7 +24,7 @@ from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
 from app.services.admin_token import AdminToken
 from app.services.feedback_store import FeedbackStore
-from app.services.holdout import HoldoutScores
+from app.services.holdout_scores import HoldoutScores
 from app.services.image_work import ImageWork
 from app.services.job_store import JobStore
 from app.services.model_holder import ModelHolder

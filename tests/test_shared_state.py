@@ -379,7 +379,7 @@ def test_a_queued_job_with_no_worker_waits_and_can_be_cancelled(pg_url, tmp_path
 def test_digits_evaluate_and_export_read_the_shared_databases_corrections(pg_url, tmp_path):
     import numpy as np
 
-    from app.services.feedback_review import Review, holdout
+    from app.services.feedback_review import Review, in_holdout
     from app.services.feedback_store import FeedbackStatus, FeedbackStore
 
     db = Db(pg_url)
@@ -389,11 +389,11 @@ def test_digits_evaluate_and_export_read_the_shared_databases_corrections(pg_url
         x[i, 4:24, 4 + i] = 255  # twelve different strokes
     review = Review(FeedbackStore(db, max_items=100))
     assert review.import_items(x, np.ones(12, np.uint8), None, FeedbackStatus.ACCEPTED, "test") == 12
-    in_holdout = sum(holdout(d) for d in review.accepted()[2])
+    held_out = sum(in_holdout(d) for d in review.accepted()[2])
     env = {**os.environ, "DIGITS_DATABASE_URL": pg_url, "DIGITS_RUNTIME_DIR": str(tmp_path / "empty")}
     out = subprocess.run([sys.executable, "-m", "digits", "evaluate", "weights/seed.npz", "--json"], env=env,
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
-    assert in_holdout > 0 and json.loads(out)["holdout"]["n"] == in_holdout
+    assert held_out > 0 and json.loads(out)["holdout"]["n"] == held_out
     subprocess.run([sys.executable, "-m", "digits", "feedback", "export", str(tmp_path / "c.npz")], env=env, cwd=ROOT,
                    check=True, capture_output=True)  # fmt: skip
     assert len(np.load(tmp_path / "c.npz")["y"]) == 12

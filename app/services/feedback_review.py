@@ -39,12 +39,12 @@ class Filters:
     client: str | None = None
 
 
-def checksum(digests: list[str], labels: np.ndarray) -> str:
+def labelled_checksum(digests: list[str], labels: np.ndarray) -> str:
     """Which images, with which labels: changes when one is added, removed or relabelled."""
     return hashlib.md5("".join(f"{d}:{int(y)}" for d, y in zip(digests, labels, strict=True)).encode()).hexdigest()
 
 
-def holdout(sha256: str) -> bool:
+def in_holdout(sha256: str) -> bool:
     """About a third of the accepted corrections, chosen by content hash: the split never changes."""
     return int(sha256[:8], 16) % 3 == 0
 
@@ -101,7 +101,7 @@ class Review:
             "id": r["id"], "created": r["created"], "client": r["client"], "label": r["label"],
             "status": r["status"], "model_version": r["model_version"], "predicted": r["predicted"],
             "confidence": probs[r["predicted"]], "claimed_digit": r["claimed_digit"],
-            "holdout": holdout(r["sha256"]), "suspicious": bool(reasons), "reasons": reasons,
+            "holdout": in_holdout(r["sha256"]), "suspicious": bool(reasons), "reasons": reasons,
         }  # fmt: skip
 
     def review(self, ids: list[str], action: str, label: int | None = None) -> int:
@@ -126,7 +126,7 @@ class Review:
         )
         with self.store.db.read() as db:
             rows = db.execute(query).all()
-        return rows if part is None else [r for r in rows if holdout(r.sha256) == (part == "holdout")]
+        return rows if part is None else [r for r in rows if in_holdout(r.sha256) == (part == "holdout")]
 
     def accepted(self, part: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Accepted corrections as (x uint8 (n, 28, 28), labels (n,), sha256s); part "holdout" or "pool"
@@ -137,17 +137,17 @@ class Review:
         )  # fmt: skip
         return x, np.array([r.label for r in rows], np.uint8), [r.sha256 for r in rows]
 
-    def checksum(self, part: str | None = None) -> str:
+    def checksum_of(self, part: str | None = None) -> str:
         """The accepted set's (or one part's) checksum, from the table alone: no image is read."""
         rows = self._accepted_rows(["label"], part)
-        return checksum([r.sha256 for r in rows], np.array([r.label for r in rows]))
+        return labelled_checksum([r.sha256 for r in rows], np.array([r.label for r in rows]))
 
     def export(self, file: IO[bytes]) -> int:
         """Write the accepted corrections as an .npz (fields in EXPORT_README); returns how many."""
         x, y, digests = self.accepted()
-        in_holdout = np.array([holdout(d) for d in digests], bool)
+        held_out = np.array([in_holdout(d) for d in digests], bool)
         np.savez(
-            file, x=x, y=y, sha256=np.array(digests, dtype="U64"), holdout=in_holdout, README=np.array(EXPORT_README)
+            file, x=x, y=y, sha256=np.array(digests, dtype="U64"), holdout=held_out, README=np.array(EXPORT_README)
         )
         return len(y)
 

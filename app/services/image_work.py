@@ -42,7 +42,7 @@ class Budget:
         self.left -= cost
 
 
-def _lower_priority() -> None:
+def _lower_thread_priority() -> None:
     # Linux keeps a nice value per thread: the event loop (cheap requests, /healthz) comes first.
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
@@ -52,7 +52,9 @@ class ImageWork:
     def __init__(self, max_pixels: int, request_pixels: int, threads: int = 2) -> None:
         self.max_pixels = max_pixels  # per image
         self.request_pixels = request_pixels  # per request, over all its images
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode", initializer=_lower_priority)
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="decode", initializer=_lower_thread_priority
+        )
 
     def budget(self) -> Budget:
         return Budget(self.request_pixels)

@@ -19,9 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.infra.db import DB_ERRORS, error_reason
-from app.services.feedback_review import Review, checksum
+from app.services.feedback_review import Review, labelled_checksum
 from app.services.feedback_store import FeedbackStore
-from app.services.holdout import HoldoutScores
+from app.services.holdout_scores import HoldoutScores
 from app.services.job_store import Job, JobStatus, JobStore
 from app.services.registry import JobLost, Registry
 from model.config import TrainConfig
@@ -65,7 +65,7 @@ def _corrections(feedback: FeedbackStore | None) -> Corrections | None:
     if feedback is None:
         return None
     x, y, digests = Review(feedback).accepted("pool")
-    return Corrections(Dataset(x.reshape(len(x), N_PIXELS), y), checksum(digests, y))
+    return Corrections(Dataset(x.reshape(len(x), N_PIXELS), y), labelled_checksum(digests, y))
 
 
 def _train_and_register(

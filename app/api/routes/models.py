@@ -31,7 +31,7 @@ def _version(version: str, active: bool, card: dict, holdout: dict | None = None
 def list_models(registry: RegistryDep, holder: HolderDep, request: Request) -> ModelList:
     active = registry.active_version()
     scores = services(request).holdout
-    today = scores.checksum()
+    today = scores.current_checksum()
     return ModelList(
         active=active,
         serving=holder.current.version if holder.current else None,

@@ -13,7 +13,7 @@ import time
 import sqlalchemy as sa
 
 from app.infra.db import holdout_scores
-from app.services.feedback_review import Review, checksum
+from app.services.feedback_review import Review, labelled_checksum
 from app.services.feedback_store import FeedbackStore
 from model.data import Dataset
 from model.evaluation import evaluate
@@ -28,7 +28,7 @@ class HoldoutScores:
     def current(self) -> tuple[Dataset, str]:
         """Today's holdout (x uint8 (n, 784)) and its checksum."""
         x, y, digests = Review(self.store).accepted("holdout")
-        return Dataset(x.reshape(len(x), N_PIXELS), y), checksum(digests, y)
+        return Dataset(x.reshape(len(x), N_PIXELS), y), labelled_checksum(digests, y)
 
     def evaluate(self, version: str, predictor: Predictor, holdout: tuple[Dataset, str] | None = None) -> dict | None:
         """Measure a version on today's holdout and keep the score; None while the holdout is empty."""
@@ -43,13 +43,13 @@ class HoldoutScores:
             conn.execute(db.upsert(holdout_scores, ["version", "checksum"], row))
         return self.score(version, checksum)
 
-    def checksum(self) -> str:
+    def current_checksum(self) -> str:
         """Today's holdout's checksum, without reading its images."""
-        return Review(self.store).checksum("holdout")
+        return Review(self.store).checksum_of("holdout")
 
     def score(self, version: str, checksum: str | None = None) -> dict | None:
         """A version's score on today's holdout (or the one with `checksum`), if it was measured on it."""
-        checksum = checksum or self.checksum()
+        checksum = checksum or self.current_checksum()
         t = holdout_scores.c
         query = sa.select(t.n, t.accuracy, t.per_class, t.evaluated).where(t.version == version, t.checksum == checksum)
         with self.store.db.read() as conn:
