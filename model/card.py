@@ -17,6 +17,9 @@ from model.layers import describe
 from model.spec import INPUT_SPEC, InputSpec
 
 FORMAT_VERSION = 1
+# Keys the first files were written with that say nothing the layers do not: "activation" was always
+# "relu" and "output" always "softmax". Read and dropped.
+RETIRED_KEYS = frozenset({"activation", "output"})
 
 
 class CardError(ValueError):
@@ -116,6 +119,7 @@ class ModelCard:
         if not isinstance(data, dict):
             raise CardError("metadata must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        data = {k: v for k, v in data.items() if k not in RETIRED_KEYS}
         values = {k: v for k, v in data.items() if k in known}
         try:
             for name, record in _RECORDS.items():

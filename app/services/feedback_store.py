@@ -77,6 +77,7 @@ class FeedbackStore:
     def add(self, c: Correction, address: str) -> Stored:
         """Store a correction, once per image; raises StoreFull, or a database error when it says no."""
         digest = hashlib.sha256(c.original).hexdigest()
+        client = self.client_id(address)  # before the write lock: the salt may need a write of its own
         with self.db.write(lock="feedback") as conn:  # one writer: the count and the insert see the same store
             row = conn.execute(sa.select(feedback.c.id, feedback.c.status).where(feedback.c.sha256 == digest)).first()
             if row is not None:
@@ -90,7 +91,7 @@ class FeedbackStore:
                 raise StoreFull(f"the corrections store holds its limit of {self.max_bytes} bytes of images")
             item_id = uuid.uuid4().hex[:12]
             conn.execute(feedback.insert().values(
-                id=item_id, sha256=digest, created=time.time(), client=self.client_id(address), label=c.label,
+                id=item_id, sha256=digest, created=time.time(), client=client, label=c.label,
                 status=FeedbackStatus.PENDING.value, model_version=c.model_version, predicted=c.predicted,
                 probabilities=json.dumps(c.probabilities), claimed_version=c.claimed_version,
                 claimed_digit=c.claimed_digit, media_type=c.media_type, bytes=len(c.original), original=c.original,
