@@ -223,13 +223,18 @@ def test_promotion_gate_both_ways_and_rollback(client, admin):
     assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == "default"
 
 
-def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
+def _claimed_tiny_job(tmp_path):
+    """A job store and registry on a fresh runtime folder, and a tiny job claimed as a worker would."""
     settings = Settings(runtime_dir=tmp_path / "var", admin_token="t")
     store = JobStore(settings.runtime_dir / "jobs.sqlite")
     registry = Registry(store.db, settings.runtime_dir, settings.weights_dir)
     registry.ensure()
     store.create("tiny", preset("tiny").as_dict(), "always")
-    job = store.claim("test", os.getpid())
+    return store, registry, store.claim("test", os.getpid())
+
+
+def test_a_failed_weights_write_registers_nothing(tmp_path, monkeypatch):
+    store, registry, job = _claimed_tiny_job(tmp_path)
     real_savez = weights.np.savez
 
     def disk_full(f, **arrays):
@@ -300,12 +305,7 @@ def test_a_shutdown_signal_during_a_database_call_still_reads_interrupted(tmp_pa
     # statement (as seen in a CI run), it arrives wrapped in a StatementError.
     from app.services.training_job import Interrupted
 
-    settings = Settings(runtime_dir=tmp_path / "var", admin_token="t")
-    store = JobStore(settings.runtime_dir / "jobs.sqlite")
-    registry = Registry(store.db, settings.runtime_dir, settings.weights_dir)
-    registry.ensure()
-    store.create("tiny", preset("tiny").as_dict(), "always")
-    job = store.claim("test", os.getpid())
+    store, registry, job = _claimed_tiny_job(tmp_path)
     context = store.db.engine.dialect.execution_ctx_cls
     real_create_cursor = context.create_cursor
     fired = []
