@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model import photos
 from model.spec import SIDE
 
 SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF"}  # MPO: a camera's multi-picture JPEG
@@ -116,8 +117,7 @@ def ink_image(img: Image.Image) -> np.ndarray:
 
     May be cropped to the drawn area (only empty background is removed), which to_mnist does anyway.
     """
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
+    if _has_alpha(img):
         rgba = img.convert("RGBA")
         bbox = rgba.getchannel("A").getbbox()  # in C: where anything at all was drawn
         if bbox is None:
@@ -177,8 +177,18 @@ def normalise_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
 
 def normalise(img: Image.Image) -> np.ndarray:
-    """An opened image -> (28, 28) float32 in [0, 1], ink bright."""
-    return to_mnist(ink_image(load(img)))
+    """An opened image -> (28, 28) float32 in [0, 1], ink bright. A photo or scan of paper is cleaned
+    first (model.photos); a drawing or an MNIST-style image is read as it is."""
+    img = load(img)
+    if not _has_alpha(img):
+        gray = np.asarray(img.convert("L"))
+        if not photos.is_clean(gray):
+            return to_mnist(photos.ink_of_page(gray))
+    return to_mnist(ink_image(img))
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
 
 
 def to_png(pixels: np.ndarray) -> bytes:

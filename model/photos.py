@@ -1,0 +1,156 @@
+"""Photos and scans of paper: from a page's pixels to the ink of what is written on it.
+
+A canvas drawing or an MNIST-style image has a background of one level, and model.images reads it
+as it is. A photo of paper has uneven light, shadows, sensor noise, JPEG blocks and, often, the
+paper's own ruled or squared lines; the first steps of every document scanner clean those away
+before anything is read, and so does this module, with OpenCV's filters, morphology and connected
+components (chosen over scikit-image: 5x faster here on a 1.2-megapixel page, 16 ms against 77 ms
+for the same steps, and a smaller install, 153 MB against about 200 MB with SciPy):
+
+1. `flatten_light`: divide the page by its background (a closing wider than any stroke, then a
+   blur): a light gradient or a soft shadow becomes flat paper, the ink stays dark;
+2. `binarise`: Sauvola's local threshold (the local mean and deviation, from box filters), which
+   adapts to what is left of uneven light where one global level fails;
+3. `remove_rules`: long thin horizontal and vertical runs that repeat (ruled and squared paper)
+   are taken out, but where a stroke crosses a line its pixels are put back, so the digit stays whole;
+4. `keep_marks`: connected components: specks smaller than a pen's dot and blobs that touch the
+   frame (page edges, shadows, the table) are dropped;
+5. `thicken`: a ballpoint digit is thin for its size; its strokes are widened to MNIST's proportions
+   (stroke width about 0.14 of the digit's longer side, measured on MNIST's test set).
+
+The result is ink, bright on black, for model.images.to_mnist: the same crop, 20 px box and centre
+of mass as every other input.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+cv2.setNumThreads(1)  # one image per request: threads only fight the web processes for the cores
+
+PHOTO_SIDE = 800  # a page is read at most this large: the digit ends up 20 px tall anyway
+SAUVOLA_K, SAUVOLA_R = 0.2, 0.5  # Sauvola & Pietikainen's constants, for values in [0, 1]
+MNIST_STROKE = 0.14  # stroke width / the digit's longer side, median over MNIST's test set
+THIN = 0.10  # below this ratio (MNIST's 10th percentile is 0.11) strokes are widened
+CLEAN_SLIGHT = 0.065  # at most this share of pixels just off the background: a drawing, not a photo
+
+
+def is_clean(gray: np.ndarray) -> bool:
+    """A drawing, an MNIST-style image or a screenshot: at least half the pixels sit exactly at the
+    background's level, and few lie just off it (anti-aliased edges: under 6% even for an MNIST digit
+    scaled up 10x). A photo's paper never does: noise, light and JPEG spread it over many levels (7.8%
+    of the generated photos' pixels or more in 99 of 100). `gray` is uint8."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    off = np.abs(gray.astype(np.int16) - int(np.median(border)))
+    return float(np.mean(off == 0)) >= 0.5 and float(np.mean((off >= 1) & (off <= 12))) <= CLEAN_SLIGHT
+
+
+def _odd(n: float) -> int:
+    return max(3, int(n) | 1)
+
+
+def flatten_light(gray: np.ndarray) -> np.ndarray:
+    """uint8 page, paper bright -> float32 in [0, 1], paper 1 everywhere: the page divided by its light."""
+    k = _odd(max(gray.shape) / 16)  # wider than any pen stroke at PHOTO_SIDE
+    background = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    background = cv2.GaussianBlur(background, (0, 0), k / 4)
+    flat = gray.astype(np.float32) / np.maximum(background.astype(np.float32), 1)
+    return np.clip(flat, 0, 1)
+
+
+def binarise(flat: np.ndarray) -> np.ndarray:
+    """Sauvola: ink where flat < mean * (1 + k (std / R - 1)) over a window; uint8 mask, 1 = ink."""
+    w = _odd(max(flat.shape) / 24)
+    mean = cv2.boxFilter(flat, -1, (w, w))
+    sq = cv2.boxFilter(flat * flat, -1, (w, w))
+    std = np.sqrt(np.maximum(sq - mean * mean, 0))
+    threshold = mean * (1 + SAUVOLA_K * (std / SAUVOLA_R - 1))
+    # Sensor noise on flat paper sits within a few percent of the paper; ink is darker than that.
+    return ((flat < threshold) & (flat < 0.92)).astype(np.uint8)
+
+
+def _lines(mask: np.ndarray, horizontal: bool) -> np.ndarray:
+    """Runs at least half the page long in one direction, if two or more of them repeat (a page's
+    rules); one alone may be a stroke (a 1 filling the frame), and stays."""
+    length = max(mask.shape[1] if horizontal else mask.shape[0], 8) // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
+    lines = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    n, _ = cv2.connectedComponents(cv2.dilate(lines, np.ones((3, 3), np.uint8)))
+    return lines if n - 1 >= 2 else np.zeros_like(mask)
+
+
+def remove_rules(mask: np.ndarray) -> np.ndarray:
+    """The mask without the paper's ruled or squared lines; a stroke that crosses a line is kept whole
+    (line pixels next to ink on both sides of the line are put back)."""
+    out = mask.copy()
+    for horizontal in (True, False):
+        lines = _lines(mask, horizontal)
+        if not lines.any():
+            continue
+        rest = mask & (1 - lines)
+        across = np.ones((7, 1) if horizontal else (1, 7), np.uint8)  # a line is at most ~5 px thick here
+        # A pixel of a line is a stroke's if ink continues on both sides of the line there.
+        shifted_a = cv2.dilate(rest, across, anchor=(0, 0))  # ink below (or right of) the line
+        shifted_b = cv2.dilate(rest, across, anchor=(0, 6) if horizontal else (6, 0))  # above (or left)
+        crossing = lines & shifted_a & shifted_b
+        out &= 1 - lines
+        out |= crossing
+    return out
+
+
+def keep_marks(mask: np.ndarray) -> np.ndarray:
+    """The components that can be writing: not specks, not blobs touching the frame."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask)
+    h, w = mask.shape
+    area = stats[1:, cv2.CC_STAT_AREA]
+    x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
+    touches = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    big = area.max()
+    speck = area < max(12, 0.03 * big)  # a pen's dot is kept beside its digit, dust is not
+    keep = ~speck & ~touches
+    if not keep.any():
+        return np.zeros_like(mask)
+    lut = np.concatenate([np.zeros(1, np.uint8), keep.astype(np.uint8)])
+    return lut[labels]
+
+
+def stroke_ratio(mask: np.ndarray) -> float:
+    """Stroke width over the marks' longer side: 4 x the mean distance to the background inside a
+    stroke is its width (a strip of width w averages w / 4)."""
+    ys, xs = np.nonzero(mask)
+    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    return 4 * float(dist[mask > 0].mean()) / side
+
+
+def thicken(mask: np.ndarray) -> np.ndarray:
+    """Widen thin strokes to MNIST's proportions."""
+    ratio = stroke_ratio(mask)
+    if ratio >= THIN:
+        return mask
+    ys, xs = np.nonzero(mask)
+    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    grow = round(float(MNIST_STROKE - ratio) * int(side))
+    if grow < 1:
+        return mask
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow | 1, grow | 1)))
+
+
+def ink_of_page(gray: np.ndarray) -> np.ndarray:
+    """uint8 page (any polarity) -> float32 ink in [0, 1], bright on black; all zero when nothing
+    written is left (blank paper, rules alone)."""
+    if max(gray.shape) > PHOTO_SIDE:
+        scale = PHOTO_SIDE / max(gray.shape)
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) < 128:  # light writing on a dark surface (chalk, a screen): paper bright first
+        gray = 255 - gray
+    marks = keep_marks(remove_rules(binarise(flatten_light(gray))))
+    if not marks.any():
+        return np.zeros(gray.shape, np.float32)
+    ink = thicken(marks).astype(np.float32)
+    return cv2.GaussianBlur(ink, (0, 0), 0.7)  # soft edges, as a pen's and MNIST's have
