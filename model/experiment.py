@@ -25,6 +25,7 @@ from model.spec import SIDE, from_pixels
 from model.train import ProgressCallback, train
 
 Labelled = tuple[np.ndarray, np.ndarray]  # x (n, 784) in [0, 1], labels (n,)
+PHOTO_NEGATIVES = 900  # photos of text, rooms and several digits, beside the drawn negatives
 
 
 def restyled(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
@@ -63,6 +64,9 @@ def make_trustworthy(
     """`trained` with a calibration fitted (and a detector trained when config.detector_epochs > 0)."""
     n = config.calibration_drawings
     parts = [trust.drawings(n // 4, seed=config.seed + 7001)]
+    if len(val_set):  # and photographed on paper: a photo's "not sure" means what a drawing's does
+        pick = np.resize(np.arange(len(val_set)), n // 4)
+        parts.append(trust.photos(val_set.x[pick], val_set.y[pick], seed=config.seed + 7006))
     if len(val_set):  # MNIST's validation images as drawn on the pad: what users send
         repeat = np.resize(np.arange(len(val_set)), n)  # each image drawn several ways when n > len(val_set)
         parts.append(restyled(val_set.x[repeat], val_set.y[repeat], seed=config.seed + 7004))
@@ -73,8 +77,12 @@ def make_trustworthy(
     if not config.detector_epochs:
         return trained
     drawn = restyled(train_set.x[:3000], train_set.y[:3000], seed=config.seed + 7005)[0]
-    digits = np.concatenate([from_pixels(train_set.x), trust.drawings(3000, seed=config.seed + 7002)[0], drawn])
-    non_digits = trust.negatives(config.negatives, seed=config.seed + 7003)
+    photographed = trust.photos(train_set.x[3000:4500], train_set.y[3000:4500], seed=config.seed + 7007)[0]
+    digits = np.concatenate(
+        [from_pixels(train_set.x), trust.drawings(3000, seed=config.seed + 7002)[0], drawn, photographed]
+    )
+    photo_non_digits = trust.photo_negatives(PHOTO_NEGATIVES, seed=config.seed + 7008, digits=train_set.x[:500])
+    non_digits = np.concatenate([trust.negatives(config.negatives, seed=config.seed + 7003), photo_non_digits])
     detector = trust.train_detector(digits, non_digits, config.seed, config.detector_epochs)
     card = trust.detector_card(detector, fit_x, len(digits), len(non_digits))
     card = dataclasses.replace(card, auroc=_auroc(trained.network, detector, measured))

@@ -148,14 +148,17 @@ def _finish(page: np.ndarray, light: str, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
-def _frame(rng: np.random.Generator) -> tuple[int, int]:
-    h, w = int(rng.integers(480, 601)), int(rng.integers(640, 801))
+def _frame(rng: np.random.Generator, scale: float = 1.0) -> tuple[int, int]:
+    h, w = int(rng.integers(480, 601) * scale), int(rng.integers(640, 801) * scale)
     return (w, h) if rng.random() < 0.3 else (h, w)  # portrait or landscape
 
 
-def photo(digit: np.ndarray, label: int, rng: np.random.Generator, paper: str, ink: str, light: str) -> Photo:
-    """One photo of an MNIST digit (28x28 uint8) written on paper."""
-    h, w = _frame(rng)
+def photo(
+    digit: np.ndarray, label: int, rng: np.random.Generator, paper: str, ink: str, light: str, scale: float = 1.0
+) -> Photo:
+    """One photo of an MNIST digit (28x28 uint8) written on paper; `scale` < 1 makes a smaller frame
+    (cheaper to make and to read, and read alike: the page is reduced to 20 px of digit anyway)."""
+    h, w = _frame(rng, scale)
     page = _paper(h, w, paper, rng)
     height = int(rng.uniform(0.15, 0.45) * h)
     coverage = pen_mask(digit, height, ink, rng)
@@ -178,17 +181,19 @@ def _kinds(rng: np.random.Generator, held_out: bool | None) -> tuple[str, str, s
     return tuple(str(rng.choice(b if i == which else a + b)) for i, (a, b) in enumerate(pools))
 
 
-def photo_set(digits: np.ndarray, labels: np.ndarray, seed: int, held_out: bool | None = False) -> Iterator[Photo]:
+def photo_set(
+    digits: np.ndarray, labels: np.ndarray, seed: int, held_out: bool | None = False, scale: float = 1.0
+) -> Iterator[Photo]:
     """A photo of each digit (n, 28, 28) uint8 in turn, each of a recipe drawn as `_kinds` says."""
     rng = np.random.default_rng(seed)
     for digit, label in zip(digits, labels, strict=True):
         paper, ink, light = _kinds(rng, held_out)
-        yield photo(digit, int(label), rng, paper, ink, light)
+        yield photo(digit, int(label), rng, paper, ink, light, scale)
 
 
-def non_digit_photo(kind: str, rng: np.random.Generator, digits: np.ndarray) -> Photo:
+def non_digit_photo(kind: str, rng: np.random.Generator, digits: np.ndarray, scale: float = 1.0) -> Photo:
     """A photo that holds no single digit: `kind` among NON_DIGITS."""
-    h, w = _frame(rng)
+    h, w = _frame(rng, scale)
     paper, ink, light = str(rng.choice(PAPERS)), str(rng.choice(INKS)), str(rng.choice(LIGHTS))
     page = _paper(h, w, paper, rng)
     if kind == "text":
@@ -220,8 +225,8 @@ def non_digit_photo(kind: str, rng: np.random.Generator, digits: np.ndarray) -> 
     return Photo(None, {"non_digit": kind, "paper": paper, "light": light}, _finish(page, light, rng))
 
 
-def non_digit_set(n: int, seed: int, digits: np.ndarray) -> Iterator[Photo]:
+def non_digit_set(n: int, seed: int, digits: np.ndarray, scale: float = 1.0) -> Iterator[Photo]:
     """n photos that hold no single digit, the kinds in turn."""
     rng = np.random.default_rng(seed)
     for i in range(n):
-        yield non_digit_photo(NON_DIGITS[i % len(NON_DIGITS)], rng, digits)
+        yield non_digit_photo(NON_DIGITS[i % len(NON_DIGITS)], rng, digits, scale)

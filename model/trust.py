@@ -20,11 +20,13 @@ from model.images import ImageError, normalise_bytes, to_mnist
 from model.negatives import training_masks
 from model.network import Network
 from model.optimizers import make_optimizer
-from model.spec import N_PIXELS
+from model.photo_set import non_digit_set, photo_set
+from model.spec import N_PIXELS, SIDE
 
 TARGET_ERROR = 0.001  # of the answers given, at most this many wrong: the rest are "not sure"
 DETECTOR_FLAGS = 0.01  # of the digits used to fit it, at most this many called "not a digit"
 DETECTOR_DOUBTS = 0.02  # ... and at most this many (the oddest-looking) answered "not sure"
+FIT_PHOTO_SCALE = 0.5  # photos to fit on are made at half size: 4x cheaper, read alike
 
 
 def drawings(n: int, seed: int, size: int = 140) -> tuple[np.ndarray, np.ndarray]:
@@ -32,6 +34,29 @@ def drawings(n: int, seed: int, size: int = 140) -> tuple[np.ndarray, np.ndarray
     rng = np.random.default_rng(seed)
     made = [draw(i % 10, rng, STYLES[i % len(STYLES)], size=size) for i in range(n)]
     return np.stack([normalise_bytes(d.png).reshape(-1) for d in made]), np.array([d.label for d in made])
+
+
+def photos(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images (n, 784) uint8 written on paper and photographed (the fitted kinds of
+    model.photo_set, never the held-out ones), normalised as the server does: x (n, 784), labels."""
+    made = photo_set(x.reshape(-1, SIDE, SIDE), y, seed=seed, held_out=False, scale=FIT_PHOTO_SCALE)
+    read = [(_normalised(p.jpeg), p.label) for p in made]
+    read = [(x, label) for x, label in read if x is not None]
+    return np.stack([r[0] for r in read]), np.array([r[1] for r in read])
+
+
+def photo_negatives(n: int, seed: int, digits: np.ndarray) -> np.ndarray:
+    """n photos that hold no single digit (text, rooms, several digits), normalised; blank pages are
+    left out: they are "no ink found" before the detector is asked."""
+    made = non_digit_set(n, seed, digits.reshape(-1, SIDE, SIDE), scale=FIT_PHOTO_SCALE)
+    return np.stack([x for x in (_normalised(p.jpeg) for p in made) if x is not None])
+
+
+def _normalised(data: bytes) -> np.ndarray | None:
+    try:
+        return normalise_bytes(data).reshape(-1)
+    except ImageError:
+        return None
 
 
 def negatives(n: int, seed: int) -> np.ndarray:
