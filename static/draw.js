@@ -12,6 +12,10 @@
   const inputImg = document.getElementById("model-input");
   const versionEl = document.getElementById("model-version");
   const rows = [...document.querySelectorAll("#probabilities li")];
+  const photoInput = document.getElementById("photo");
+  const photoFigure = document.getElementById("photo-figure");
+  const photoPreview = document.getElementById("photo-preview");
+  const PHOTO_SIDE = 1600;   // a photo is sent at most this large, as JPEG: a phone's 12 MP in ~0.4 MB
 
   const PEN = 0.07;          // pen width as a fraction of the canvas width: the same look at any size
   const SEND_SIDE = 128;     // longest side of the image sent: the server makes it 20 px anyway
@@ -84,6 +88,7 @@
     if (e.button !== 0 && e.pointerType === "mouse") return;
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
+    photoFigure.hidden = true;  // drawing again: the pad is what is read
     const p = position(e);
     current = [p];
     strokes.push(current);
@@ -166,8 +171,18 @@
     errorEl.hidden = false;
   }
 
+  // A classified image on screen: its answer, and the buttons that correct it.
+  function answered(body, image, answeredRevision) {
+    show(body);
+    shown = { image, result: body };
+    correctEl.hidden = false;
+    thanksEl.textContent = "";
+    answerEl.dataset.revision = String(answeredRevision);
+    answerEl.dataset.answeredAt = performance.now().toFixed(1);
+  }
+
   async function classify() {
-    if (!strokes.length) { showBlank(); return; }
+    if (!strokes.length) { if (photoFigure.hidden) showBlank(); return; }
     if (inFlight) { pending = true; return; }
     inFlight = true;
     const sentAfter = removals;
@@ -182,14 +197,7 @@
       const body = await response.json().catch(() => ({}));
       if (!strokes.length) showBlank();
       else if (sentAfter !== removals) pending = true;  // the drawing lost strokes meanwhile: ask again
-      else if (response.ok) {
-        show(body);
-        shown = { image: sentImage, result: body };
-        correctEl.hidden = false;
-        thanksEl.textContent = "";
-        answerEl.dataset.revision = String(sentRevision);
-        answerEl.dataset.answeredAt = performance.now().toFixed(1);
-      }
+      else if (response.ok) answered(body, sentImage, sentRevision);
       else if (response.status === 422) showBlank();  // no ink yet: keep prompting
       else showError("Could not classify: " + (body.detail || response.statusText));
     } catch (err) {
@@ -235,9 +243,57 @@
     removals++;
     strokes.length = 0;
     current = null;
+    photoFigure.hidden = true;
     redraw();
     showBlank();
   }
+
+  // A photo or scan of paper, read by the same /predict: turned upright by the browser (EXIF), made at
+  // most PHOTO_SIDE pixels, sent as a JPEG data URL; its answer can be corrected like a drawing's.
+  async function photoImage(file) {
+    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    const scale = Math.min(1, PHOTO_SIDE / Math.max(bitmap.width, bitmap.height));
+    const out = document.createElement("canvas");
+    out.width = Math.max(1, Math.round(bitmap.width * scale));
+    out.height = Math.max(1, Math.round(bitmap.height * scale));
+    const octx = out.getContext("2d");
+    octx.imageSmoothingQuality = "high";
+    octx.drawImage(bitmap, 0, 0, out.width, out.height);
+    return out.toDataURL("image/jpeg", 0.92);
+  }
+
+  async function readPhoto(file) {
+    clear();
+    let image;
+    try { image = await photoImage(file); } catch (err) {
+      showError("That file is not an image this browser can read.");
+      return;
+    }
+    photoPreview.src = image;
+    photoFigure.hidden = false;
+    promptEl.hidden = true;
+    const photoRevision = ++revision;
+    try {
+      const response = await fetch("/predict?return_input=true", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image }),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (photoFigure.hidden || revision !== photoRevision) return;  // cleared or drawn on meanwhile
+      if (response.ok) answered(body, image, photoRevision);
+      else if (response.status === 422) showError("No writing found in the photo: " + (body.detail || ""));
+      else showError("Could not read the photo: " + (body.detail || response.statusText));
+    } catch (err) {
+      showError("The server did not answer. Is it running?");
+    }
+  }
+  document.getElementById("use-photo").addEventListener("click", () => photoInput.click());
+  photoInput.addEventListener("change", () => {
+    const file = photoInput.files[0];
+    photoInput.value = "";  // choosing the same file again is a new reading
+    if (file) readPhoto(file);
+  });
 
   // A correction sends the very image that was classified, the digit it really is, and what was shown.
   async function correct(label) {

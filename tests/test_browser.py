@@ -431,3 +431,66 @@ def test_a_cnn_run_starts_from_the_admin_page_with_progress_and_the_cnn_is_activ
     while httpx.post(server.url + "/predict", json={"pixels": STROKE}).json()["model_version"] != "cnn":
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def _photo_file(tmp_path, mnist_index: int = 0) -> tuple[str, int]:
+    import numpy as np
+
+    from model.data import load_mnist
+    from model.photo_set import photo
+
+    test = load_mnist().test
+    p = photo(test.x[mnist_index].reshape(28, 28), int(test.y[mnist_index]), np.random.default_rng(mnist_index),
+              "ruled", "ballpoint-blue", "shadow")  # fmt: skip
+    path = tmp_path / f"photo-{mnist_index}.jpg"
+    path.write_bytes(p.jpeg)
+    return str(path), p.label
+
+
+def _use_photo(page, path: str) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click("#use-photo")
+    assert chooser.value.element.get_attribute("accept") == "image/*"
+    assert chooser.value.element.get_attribute("capture") is not None  # a phone opens its camera
+    chooser.value.set_files(path)
+
+
+def test_a_photo_is_read_from_the_page_and_its_correction_stored(page, server, tmp_path):
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    before = len(_stored(server))
+    path, label = _photo_file(tmp_path, 0)
+    _use_photo(page, path)
+    assert wait_prediction(page, label) == str(label)
+    expect(page.locator("#photo-preview")).to_be_visible()
+    expect(page.locator("#model-input")).to_be_visible()  # the crop the model saw
+    wrong = (label + 1) % 10
+    page.click(f".correct-buttons .digit[data-digit='{wrong}']")
+    expect(page.locator("#thanks")).to_contain_text(f"kept as a {wrong}")
+    stored = _stored(server)
+    assert len(stored) == before + 1 and stored[-1][0] == wrong
+    # Drawing again puts the pad back in charge.
+    draw_digit(page, 1)
+    assert wait_prediction(page, 1) == "1"
+    expect(page.locator("#photo-preview")).to_be_hidden()
+    assert errors == []
+
+
+def test_a_photo_on_a_phone(browser, server, tmp_path):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                              device_scale_factor=3)  # fmt: skip
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    expect(page.locator("#use-photo")).to_be_visible()
+    path, label = _photo_file(tmp_path, 1)
+    _use_photo(page, path)
+    assert wait_prediction(page, label) == str(label)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone: {width} px"
+    box = page.locator("#photo-preview").bounding_box()
+    assert box and box["width"] <= 390
+    page.screenshot(path=str(tmp_path / "phone-photo.png"), full_page=True)
+    ctx.close()
+    assert errors == []
