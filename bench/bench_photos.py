@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from model import weights  # noqa: E402
 from model.data import load_mnist  # noqa: E402
 from model.drawings import canvas_set  # noqa: E402
-from model.images import ImageError, normalise_bytes  # noqa: E402
+from model.images import ImageError, ink_image, load, normalise_bytes, open_image, read_bytes, to_mnist  # noqa: E402
 from model.photo_set import non_digit_set, photo_set  # noqa: E402
 
 
@@ -36,11 +36,11 @@ def read(predictor, jpegs: list[bytes]) -> list[tuple[int | None, bool, bool]]:
     out = []
     for data in jpegs:
         try:
-            x = normalise_bytes(data).reshape(1, -1)
+            x, photo = read_bytes(data)
         except ImageError:
             out.append((None, True, True))
             continue
-        a = predictor.answer(x)
+        a = predictor.answer(x.reshape(1, -1), photo=np.array([photo]))
         out.append((int(a.probabilities[0].argmax()), bool(a.uncertain[0]), bool(a.is_not_digit[0])))
     return out
 
@@ -60,12 +60,12 @@ def report(title: str, rows: list[tuple[dict, int, tuple]]) -> None:
         print(f"  {name:24s} {len(items):5d} {np.mean(right):7.1%} {np.mean(answered):7.1%} {among:>8s}")
 
 
-def timing(jpegs: list[bytes], label: str) -> None:
+def timing(images: list[bytes], label: str, read=normalise_bytes) -> None:
     times = []
-    for data in jpegs:
+    for data in images:
         started = time.perf_counter()
         with contextlib.suppress(ImageError):
-            normalise_bytes(data)
+            read(data)
         times.append((time.perf_counter() - started) * 1e3)
     p = np.percentile(times, [50, 90, 99])
     print(f"{label:34s} median {p[0]:6.2f} ms, p90 {p[1]:6.2f} ms, p99 {p[2]:6.2f} ms ({len(times)} images)")
@@ -98,16 +98,22 @@ def main() -> None:
         firm = np.mean([nd for _, _, nd in items])
         print(f"  {kind:10s} {len(items):4d} {refused:7.1%} {firm:7.1%}")
     print()
-    timing([p.jpeg for p in photos[:200]], "photo normalisation (640-800 px)")
-    big = _twelve_megapixels(photos[0].jpeg)
-    timing([big] * 5, "a 12-megapixel JPEG")
-    timing([d.png for d in list(canvas_set())[:200]], "canvas drawing (the canvas path)")
+    timing([p.jpeg for p in photos[:200]], "photo, 640-800 px")
+    timing([_resized(p.jpeg, 1600, 1200) for p in photos[:40]], "photo, 1600x1200 (2 MP)")
+    timing([_resized(photos[0].jpeg, 4000, 3000)] * 5, "photo, 4000x3000 (12 MP)")
+    drawings = [d.png for d in canvas_set()]
+    timing(drawings, "canvas drawing, this path")
+    timing(
+        drawings, "canvas drawing, without the photo check", lambda data: to_mnist(ink_image(load(open_image(data))))
+    )
 
 
-def _twelve_megapixels(jpeg: bytes) -> bytes:
+def _resized(jpeg: bytes, w: int, h: int) -> bytes:
+    """The photo at another size, the same way up."""
     from PIL import Image
 
-    img = Image.open(io.BytesIO(jpeg)).resize((4000, 3000))
+    img = Image.open(io.BytesIO(jpeg))
+    img = img.resize((w, h) if img.width >= img.height else (h, w), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()

@@ -237,7 +237,7 @@ def _holdout_evaluation(net, runtime_dir: Path, database_url: str | None = None)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from model.images import ImageError, normalise_bytes
+    from model.images import ImageError, read_bytes
     from model.weights import load_predictor
 
     try:
@@ -248,12 +248,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     status = 0
     for path in args.images:
         try:
-            x = normalise_bytes(Path(path).read_bytes())  # (28, 28) float32 in [0, 1]
+            x, photo = read_bytes(Path(path).read_bytes())  # (28, 28) float32 in [0, 1]; a photo of paper?
         except (OSError, ImageError) as e:
             print(f"{path}: error: {e}", file=sys.stderr)
             status = 1
             continue
-        answers = predictor.answer(x.reshape(1, -1))
+        answers = predictor.answer(x.reshape(1, -1), photo=np.array([photo]))
         probs = answers.probabilities[0]
         digit = int(np.argmax(probs))
         result = {

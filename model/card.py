@@ -58,6 +58,11 @@ class Calibration:
     ece: dict[str, dict[str, float]]  # per measured set: {"before": ..., "after": ...}, 15 bins
     reliability: dict[str, list[list[float]]]  # per measured set: [confidence, accuracy, count] per bin
     coverage: dict[str, list[list[float]]]  # per measured set: [coverage, accuracy of the answers kept]
+    # Photos of paper are read through other steps (model.photos) and err otherwise: their own
+    # temperature and threshold, fitted the same way on photos, so that "not sure" means the same on
+    # both. None: files from before photos were read, which use the drawings' for photos too.
+    photo_temperature: float | None = None
+    photo_uncertain_below: float | None = None
 
 
 @dataclass(frozen=True)

@@ -64,15 +64,20 @@ def make_trustworthy(
     """`trained` with a calibration fitted (and a detector trained when config.detector_epochs > 0)."""
     n = config.calibration_drawings
     parts = [trust.drawings(n // 4, seed=config.seed + 7001)]
-    if len(val_set):  # and photographed on paper: a photo's "not sure" means what a drawing's does
-        pick = np.resize(np.arange(len(val_set)), n // 4)
-        parts.append(trust.photos(val_set.x[pick], val_set.y[pick], seed=config.seed + 7006))
     if len(val_set):  # MNIST's validation images as drawn on the pad: what users send
         repeat = np.resize(np.arange(len(val_set)), n)  # each image drawn several ways when n > len(val_set)
         parts.append(restyled(val_set.x[repeat], val_set.y[repeat], seed=config.seed + 7004))
     fit_x, fit_y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     sets = {"mnist_test": measured.mnist_test, "drawings": measured.drawings}
     calibrated = trust.fit_calibration(trained.network, fit_x, fit_y, sets)
+    # Photos of paper, fitted apart to the same error target, so "not sure" means the same on both.
+    source = val_set if len(val_set) else train_set
+    pick = np.resize(np.arange(len(source)), n // 2)
+    photo_x, photo_y = trust.photos(source.x[pick], source.y[pick], seed=config.seed + 7006)
+    on_photos = trust.fit_calibration(trained.network, photo_x, photo_y, {}, trust.PHOTO_TARGET_ERROR)
+    calibrated = dataclasses.replace(
+        calibrated, photo_temperature=on_photos.temperature, photo_uncertain_below=on_photos.uncertain_below
+    )
     trained = dataclasses.replace(trained, card=trained.card.replace(calibration=calibrated))
     if not config.detector_epochs:
         return trained
@@ -84,7 +89,7 @@ def make_trustworthy(
     photo_non_digits = trust.photo_negatives(PHOTO_NEGATIVES, seed=config.seed + 7008, digits=train_set.x[:500])
     non_digits = np.concatenate([trust.negatives(config.negatives, seed=config.seed + 7003), photo_non_digits])
     detector = trust.train_detector(digits, non_digits, config.seed, config.detector_epochs)
-    card = trust.detector_card(detector, fit_x, len(digits), len(non_digits))
+    card = trust.detector_card(detector, np.concatenate([fit_x, photo_x]), len(digits), len(non_digits))
     card = dataclasses.replace(card, auroc=_auroc(trained.network, detector, measured))
     return dataclasses.replace(trained, card=trained.card.replace(detector=card), detector=detector)
 

@@ -173,18 +173,23 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
 
 def normalise_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Image file bytes -> (28, 28) float32 in [0, 1], ink bright: what the network reads."""
-    return normalise(open_image(data, max_pixels))
+    return read(open_image(data, max_pixels))[0]
 
 
-def normalise(img: Image.Image) -> np.ndarray:
-    """An opened image -> (28, 28) float32 in [0, 1], ink bright. A photo or scan of paper is cleaned
-    first (model.photos); a drawing or an MNIST-style image is read as it is."""
+def read_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, bool]:
+    """Image file bytes -> (what the network reads, whether it was read as a photo of paper)."""
+    return read(open_image(data, max_pixels))
+
+
+def read(img: Image.Image) -> tuple[np.ndarray, bool]:
+    """An opened image -> ((28, 28) float32 in [0, 1], ink bright; True if it was a photo or scan of
+    paper, cleaned first by model.photos). A drawing or an MNIST-style image is read as it is."""
     img = load(img)
     if not _has_alpha(img):
         gray = np.asarray(img.convert("L"))
         if not photos.is_clean(gray):
-            return to_mnist(photos.ink_of_page(gray))
-    return to_mnist(ink_image(img))
+            return to_mnist(photos.ink_of_page(gray)), True
+    return to_mnist(ink_image(img)), False
 
 
 def _has_alpha(img: Image.Image) -> bool:

@@ -157,14 +157,18 @@ class Network:
     def logits(self, X: np.ndarray) -> np.ndarray:
         return self._forward(self._as_input(X), training=False)
 
-    def predict_proba(self, X: np.ndarray, chunk: int = 500, temperature: float = 1.0) -> np.ndarray:
-        """Class probabilities (m, k) of softmax(logits / temperature). Thread-safe: inference keeps no
-        state in the layers. Chunks of 500 keep a convolution's im2col copies under ~80 MB."""
+    def predict_proba(self, X: np.ndarray, chunk: int = 500, temperature: float | np.ndarray = 1.0) -> np.ndarray:
+        """Class probabilities (m, k) of softmax(logits / temperature), one temperature or one per row.
+        Thread-safe: inference keeps no state in the layers. Chunks of 500 keep a convolution's im2col
+        copies under ~80 MB."""
         X = self._as_input(X)
         out = np.empty((len(X), self.layers[-1].units), self.dtype)
+        per_row = np.ndim(temperature) == 1
         for start in range(0, len(X), chunk):
             z = self._forward(X[start : start + chunk], training=False)
-            if temperature != 1.0:
+            if per_row:
+                z /= np.asarray(temperature, z.dtype)[start : start + len(z), None]
+            elif temperature != 1.0:
                 z *= 1 / temperature
             out[start : start + len(z)] = softmax_(z)
         return out

@@ -33,6 +33,7 @@ PHOTO_SIDE = 800  # a page is read at most this large: the digit ends up 20 px t
 SAUVOLA_K, SAUVOLA_R = 0.2, 0.5  # Sauvola & Pietikainen's constants, for values in [0, 1]
 MNIST_STROKE = 0.14  # stroke width / the digit's longer side, median over MNIST's test set
 THIN = 0.10  # below this ratio (MNIST's 10th percentile is 0.11) strokes are widened
+FILLED = 0.45  # a mark whose width is this share of its size is a filled shape, not a stroke
 CLEAN_SLIGHT = 0.065  # at most this share of pixels just off the background: a drawing, not a photo
 
 
@@ -111,7 +112,11 @@ def keep_marks(mask: np.ndarray) -> np.ndarray:
     touches = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
     big = area.max()
     speck = area < max(12, 0.03 * big)  # a pen's dot is kept beside its digit, dust is not
-    keep = ~speck & ~touches
+    # Writing is strokes; a filled shape (a box, a window, a patch of shadow) is not: its width, 4 x its
+    # mean distance to the background, is a large part of its size.
+    depth = np.bincount(labels.ravel(), cv2.distanceTransform(mask, cv2.DIST_L2, 3).ravel(), n)[1:] / area
+    filled = 4 * depth > FILLED * np.maximum(bw, bh)
+    keep = ~speck & ~touches & ~filled
     if not keep.any():
         return np.zeros_like(mask)
     lut = np.concatenate([np.zeros(1, np.uint8), keep.astype(np.uint8)])

@@ -34,11 +34,21 @@ class Predictor:
     def uncertain_below(self) -> float:
         return self.card.calibration.uncertain_below if self.card.calibration else DEFAULT_UNCERTAIN_BELOW
 
-    def answer(self, X: np.ndarray, uncertain_below: float | None = None) -> Answers:
+    def answer(self, X: np.ndarray, uncertain_below: float | None = None, photo: np.ndarray | None = None) -> Answers:
         """X (m, 784) in [0, 1] -> calibrated probabilities, not-a-digit scores and the verdicts;
-        `uncertain_below` replaces the card's confidence threshold (a server's override)."""
-        probs = self.network.predict_proba(X, temperature=self.temperature)
-        unsure = probs.max(axis=1) < (self.uncertain_below if uncertain_below is None else uncertain_below)
+        `uncertain_below` replaces the card's confidence threshold (a server's override); `photo` (m,)
+        says which rows came from photos of paper, which have a calibration of their own."""
+        cal = self.card.calibration
+        photo = np.zeros(len(X), bool) if photo is None else np.asarray(photo, bool)
+        temperature = np.full(len(X), self.temperature, np.float32)
+        below = np.full(len(X), self.uncertain_below)
+        if cal is not None and cal.photo_temperature is not None:
+            temperature[photo] = cal.photo_temperature
+            below[photo] = cal.photo_uncertain_below
+        if uncertain_below is not None:
+            below[:] = uncertain_below
+        probs = self.network.predict_proba(X, temperature=temperature if photo.any() else self.temperature)
+        unsure = probs.max(axis=1) < below
         if self.detector is None:
             return Answers(probs, None, np.zeros(len(probs), bool), unsure)
         score = self.detector.predict_proba(X)[:, 1]

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from model.images import ImageError, decode_cost, normalise, open_image
+from model.images import ImageError, decode_cost, open_image, read
 
 INLINE_COST = 512 * 512  # a few milliseconds of decoding at most
 DECODE_NICENESS = 10
@@ -59,15 +59,16 @@ class ImageWork:
     def budget(self) -> Budget:
         return Budget(self.request_pixels)
 
-    async def normalise(self, data: bytes, budget: Budget) -> np.ndarray:
-        """Image file bytes -> (28, 28) network input; raises ImageError. Refused from the header alone
-        when it is too large for the image limit or for what is left of the request's budget."""
+    async def normalise(self, data: bytes, budget: Budget) -> tuple[np.ndarray, bool]:
+        """Image file bytes -> ((28, 28) network input, read as a photo?); raises ImageError. Refused from
+        the header alone when it is too large for the image limit or for what is left of the request's
+        budget."""
         img = open_image(data, self.max_pixels)
         cost = decode_cost(img, data)
         budget.spend(cost)
         if cost <= INLINE_COST:
-            return normalise(img)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, normalise, img)
+            return read(img)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, read, img)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

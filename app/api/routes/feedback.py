@@ -75,11 +75,11 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
     data, body = await _correction_request(request)
     model, work = loaded_model(request), services(request).image_work
     try:
-        x = await work.normalise(data, work.budget())
+        x, photo = await work.normalise(data, work.budget())
         kind = open_image(data, work.max_pixels).format.lower()
     except ImageError as e:
         raise image_error(e) from None
-    answer = model.predictor.answer(x.reshape(1, -1))
+    answer = model.predictor.answer(x.reshape(1, -1), photo=np.array([photo]))
     probs: np.ndarray = answer.probabilities[0]
     correction = Correction(
         label=body.label,

@@ -40,9 +40,12 @@ ANSWERS = {"response_model_exclude_none": True, "responses": ERRORS}
 ReturnInput = Annotated[bool, Query(description="include the 28x28 image the model saw")]
 
 
-def _predictions(request: Request, x: np.ndarray, model: LoadedModel, return_input: bool) -> list[Prediction]:
-    """x (m, 28, 28) -> m answers, with the model's calibration and detector (or the server's override)."""
-    answers = model.predictor.answer(x.reshape(len(x), -1), services(request).settings.uncertain_below)
+def _predictions(
+    request: Request, x: np.ndarray, photo: np.ndarray, model: LoadedModel, return_input: bool
+) -> list[Prediction]:
+    """x (m, 28, 28) -> m answers, with the model's calibration and detector (or the server's override);
+    photo (m,): which were photos of paper (they have a calibration of their own)."""
+    answers = model.predictor.answer(x.reshape(len(x), -1), services(request).settings.uncertain_below, photo)
     out = []
     for i, probs in enumerate(answers.probabilities):
         digit = int(np.argmax(probs))
@@ -62,8 +65,8 @@ def _predictions(request: Request, x: np.ndarray, model: LoadedModel, return_inp
     return out
 
 
-async def _normalise(work: ImageWork, budget: Budget, data: bytes) -> np.ndarray:
-    """Image bytes -> (28, 28) input, or the InputError a client should see."""
+async def _normalise(work: ImageWork, budget: Budget, data: bytes) -> tuple[np.ndarray, bool]:
+    """Image bytes -> ((28, 28) input, a photo?), or the InputError a client should see."""
     try:
         return await work.normalise(data, budget)
     except ImageError as e:
@@ -106,11 +109,11 @@ async def predict(request: Request, return_input: ReturnInput = False) -> Predic
     `pixels`, or a raw `image/*` body. Images are cropped to their ink, scaled to 20 px and centred by
     mass, as MNIST was made; `pixels` are fed as they are."""
     model = loaded_model(request)
-    x = await _single_input(request)
+    x, photo = await _single_input(request), False
     if isinstance(x, bytes):
         work: ImageWork = services(request).image_work
-        x = await _normalise(work, work.budget(), x)
-    return _predictions(request, x.reshape(1, *x.shape), model, return_input)[0]
+        x, photo = await _normalise(work, work.budget(), x)
+    return _predictions(request, x.reshape(1, *x.shape), np.array([photo]), model, return_input)[0]
 
 
 async def _batch_payloads(request: Request, limit: int) -> list[bytes | InputError]:
@@ -134,7 +137,9 @@ async def _batch_payloads(request: Request, limit: int) -> list[bytes | InputErr
     return payloads
 
 
-async def _batch_input(work: ImageWork, budget: Budget, payload: bytes | InputError) -> np.ndarray | BatchItemError:
+async def _batch_input(
+    work: ImageWork, budget: Budget, payload: bytes | InputError
+) -> tuple[np.ndarray, bool] | BatchItemError:
     """One item's input, or its error as plain data: a kept exception would keep its traceback, and with
     it the frames that held the decoded image, alive until the garbage collector's next full pass."""
     if isinstance(payload, InputError):
@@ -165,8 +170,9 @@ async def predict_batch(request: Request, return_input: ReturnInput = False) -> 
     budget = work.budget()
     inputs = await asyncio.gather(*(_batch_input(work, budget, p) for p in payloads))
     del payloads
-    good = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
-    answers = _predictions(request, np.stack([inputs[i] for i in good]), model, return_input) if good else []
+    good = [i for i, x in enumerate(inputs) if not isinstance(x, BatchItemError)]
+    x, photo = np.stack([inputs[i][0] for i in good]) if good else None, np.array([inputs[i][1] for i in good])
+    answers = _predictions(request, x, photo, model, return_input) if good else []
     rows = dict(zip(good, answers, strict=True))
     items = []
     for i, x in enumerate(inputs):
