@@ -33,7 +33,7 @@ PHOTO_SIDE = 800  # a page is read at most this large: the digit ends up 20 px t
 SAUVOLA_K, SAUVOLA_R = 0.2, 0.5  # Sauvola & Pietikainen's constants, for values in [0, 1]
 MNIST_STROKE = 0.14  # stroke width / the digit's longer side, median over MNIST's test set
 THIN = 0.10  # below this ratio (MNIST's 10th percentile is 0.11) strokes are widened
-FILLED = 0.45  # a mark whose width is this share of its size is a filled shape, not a stroke
+FILLED = 0.35  # a mark this wide for its size is a filled shape, not a stroke (MNIST digits: at most 0.29)
 CLEAN_SLIGHT = 0.065  # at most this share of pixels just off the background: a drawing, not a photo
 
 
