@@ -71,32 +71,36 @@ def binarise(flat: np.ndarray) -> np.ndarray:
     return ((flat < threshold) & (flat < 0.92)).astype(np.uint8)
 
 
-def _lines(mask: np.ndarray, horizontal: bool) -> np.ndarray:
-    """Runs at least half the page long in one direction, if two or more of them repeat (a page's
-    rules); one alone may be a stroke (a 1 filling the frame), and stays."""
-    length = max(mask.shape[1] if horizontal else mask.shape[0], 8) // 2
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
-    lines = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-    n, _ = cv2.connectedComponents(cv2.dilate(lines, np.ones((3, 3), np.uint8)))
-    return lines if n - 1 >= 2 else np.zeros_like(mask)
+def _rules(mask: np.ndarray, horizontal: bool) -> np.ndarray:
+    """The paper's lines running one way: straight segments (Hough) at least 60% of the page long in
+    that direction, tilted as the page may be, faint and broken as a photo makes them. No digit is
+    that long: the generated ones are at most 45% of the frame, and a person photographs a digit with
+    paper around it."""
+    h, w = mask.shape
+    length = int(0.6 * (w if horizontal else h))
+    found = cv2.HoughLinesP(mask, 1, np.pi / 360, threshold=length // 2, minLineLength=length, maxLineGap=length // 12)
+    lines = np.zeros_like(mask)
+    for x1, y1, x2, y2 in found.reshape(-1, 4) if found is not None else []:
+        if (abs(x2 - x1) > abs(y2 - y1)) == horizontal:
+            cv2.line(lines, (int(x1), int(y1)), (int(x2), int(y2)), 1, 3)
+    return lines & mask
 
 
 def remove_rules(mask: np.ndarray) -> np.ndarray:
-    """The mask without the paper's ruled or squared lines; a stroke that crosses a line is kept whole
-    (line pixels next to ink on both sides of the line are put back)."""
+    """The mask without the paper's ruled or squared lines (or a margin); a stroke that crosses a line is
+    kept whole (line pixels with ink on both sides of the line are put back)."""
     out = mask.copy()
     for horizontal in (True, False):
-        lines = _lines(mask, horizontal)
+        lines = _rules(mask, horizontal)
         if not lines.any():
             continue
         rest = mask & (1 - lines)
         across = np.ones((7, 1) if horizontal else (1, 7), np.uint8)  # a line is at most ~5 px thick here
         # A pixel of a line is a stroke's if ink continues on both sides of the line there.
-        shifted_a = cv2.dilate(rest, across, anchor=(0, 0))  # ink below (or right of) the line
-        shifted_b = cv2.dilate(rest, across, anchor=(0, 6) if horizontal else (6, 0))  # above (or left)
-        crossing = lines & shifted_a & shifted_b
+        below = cv2.dilate(rest, across, anchor=(0, 0))  # ink below (or right of) the line
+        above = cv2.dilate(rest, across, anchor=(0, 6) if horizontal else (6, 0))  # above (or left)
         out &= 1 - lines
-        out |= crossing
+        out |= lines & below & above
     return out
 
 
