@@ -38,7 +38,7 @@ class ImageError(ValueError):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # "undecodable", "unsupported", "too_large", "too_costly" or "blank"
+        self.kind = kind  # "undecodable", "unsupported", "too_large", "too_costly", "blank", "not_one_digit"
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -188,7 +188,10 @@ def read(img: Image.Image) -> tuple[np.ndarray, bool]:
     if not _has_alpha(img):
         gray = np.asarray(img.convert("L"))
         if not photos.is_clean(gray):
-            return to_mnist(photos.ink_of_page(gray)), True
+            try:
+                return to_mnist(photos.ink_of_page(gray)), True
+            except photos.TooManyMarks as e:
+                raise ImageError("not_one_digit", str(e)) from None
     return to_mnist(ink_image(img)), False
 
 

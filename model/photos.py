@@ -33,8 +33,17 @@ PHOTO_SIDE = 800  # a page is read at most this large: the digit ends up 20 px t
 SAUVOLA_K, SAUVOLA_R = 0.2, 0.5  # Sauvola & Pietikainen's constants, for values in [0, 1]
 MNIST_STROKE = 0.14  # stroke width / the digit's longer side, median over MNIST's test set
 THIN = 0.10  # below this ratio (MNIST's 10th percentile is 0.11) strokes are widened
-FILLED = 0.35  # a mark this wide for its size is a filled shape, not a stroke (MNIST digits: at most 0.29)
+MAX_MARKS = 8  # separate marks one written digit makes at most (generated photos: 5; pages of text: ~80)
+FILLED = 0.3  # a mark this wide for its size is a filled shape, not a stroke (MNIST digits: at most 0.29)
 CLEAN_SLIGHT = 0.065  # at most this share of pixels just off the background: a drawing, not a photo
+
+
+class TooManyMarks(ValueError):
+    """More separate marks than one digit makes: a page of text, a form, a busy scene."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the photo holds {count} separate marks (a page of writing?), not one digit")
+        self.count = count
 
 
 def is_clean(gray: np.ndarray) -> bool:
@@ -119,7 +128,7 @@ def keep_marks(mask: np.ndarray) -> np.ndarray:
     # Writing is strokes; a filled shape (a box, a window, a patch of shadow) is not: its width, 4 x its
     # mean distance to the background, is a large part of its size.
     depth = np.bincount(labels.ravel(), cv2.distanceTransform(mask, cv2.DIST_L2, 3).ravel(), n)[1:] / area
-    filled = 4 * depth > FILLED * np.maximum(bw, bh)
+    filled = 4 * depth - 2 > FILLED * np.maximum(bw, bh)  # - 2: a border pixel's distance is 1, not 0.5
     keep = ~speck & ~touches & ~filled
     if not keep.any():
         return np.zeros_like(mask)
@@ -159,6 +168,9 @@ def ink_of_page(gray: np.ndarray) -> np.ndarray:
     if np.median(border) < 128:  # light writing on a dark surface (chalk, a screen): paper bright first
         gray = 255 - gray
     marks = keep_marks(remove_rules(binarise(flatten_light(gray))))
+    count = cv2.connectedComponents(marks)[0] - 1
+    if count > MAX_MARKS:
+        raise TooManyMarks(count)
     if not marks.any():
         return np.zeros(gray.shape, np.float32)
     ink = thicken(marks).astype(np.float32)

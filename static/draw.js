@@ -282,7 +282,7 @@
       const body = await response.json().catch(() => ({}));
       if (photoFigure.hidden || revision !== photoRevision) return;  // cleared or drawn on meanwhile
       if (response.ok) answered(body, image, photoRevision);
-      else if (response.status === 422) showError("No writing found in the photo: " + (body.detail || ""));
+      else if (response.status === 422) showError("Not one digit in this photo: " + (body.detail || ""));
       else showError("Could not read the photo: " + (body.detail || response.statusText));
     } catch (err) {
       showError("The server did not answer. Is it running?");

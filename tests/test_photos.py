@@ -137,6 +137,8 @@ def test_photos_without_one_digit_are_not_answered_as_one(client, mnist_test, ki
         r = client.post("/predict", files={"file": ("photo", p.jpeg, "image/jpeg")})
         if kind == "blank":
             assert r.status_code == 422 and "no ink" in r.json()["detail"]
+        elif r.status_code == 422:
+            assert "no ink" in r.json()["detail"] or "not one digit" in r.json()["detail"], r.json()
         else:
             assert r.status_code in (200, 422), r.text
             body = r.json()
@@ -196,3 +198,13 @@ def test_filled_blots_are_not_writing():
     ink = photos.ink_of_page(p)
     assert not ink[150:185, 100:135].any()  # the blot is gone...
     assert ink[200:300, 450:454].min() > 0.5  # ...the stroke beside it stays
+
+
+def test_a_page_of_writing_is_not_one_digit(client):
+    p = page()
+    for y in range(60, 440, 40):  # ten lines of short strokes: words
+        for x in range(40, 600, 30):
+            p[y : y + 14, x : x + 3] = 60
+    data = png_bytes(Image.fromarray(p), "JPEG", quality=85)
+    r = client.post("/predict", files={"file": ("page", data, "image/jpeg")})
+    assert r.status_code == 422 and "not one digit" in r.json()["detail"]
