@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from model import calibration  # noqa: E402
 from model.data import load_mnist  # noqa: E402
 from model.experiment import Measured  # noqa: E402
-from model.images import normalise_bytes  # noqa: E402
 from model.negatives import held_out_set  # noqa: E402
+from model.trust import normalised_or_none  # noqa: E402
 from model.weights import load_predictor  # noqa: E402
 
 
@@ -48,8 +48,11 @@ def main() -> None:
     probs, not_digit, unsure = flags(predictor, x)
     print(f"MNIST test: top-1 {(probs.argmax(1) == y).mean():.2%}; flagged not a digit {not_digit.mean():.2%}")
     held = list(held_out_set())
-    nx = np.stack([normalise_bytes(png).reshape(-1) for _, png in held])
-    _, n_not_digit, n_unsure = flags(predictor, nx)
+    read = [normalised_or_none(png) for _, png in held]
+    refused = np.array([x is None for x in read])  # "no ink found" or "not one digit": caught, firmly
+    nx = np.stack([x for x in read if x is not None])  # what the detector and the AUROC see
+    _, n_not_digit, n_unsure = flags(predictor, np.stack([np.zeros(784, np.float32) if x is None else x for x in read]))
+    n_not_digit, n_unsure = n_not_digit | refused, n_unsure & ~refused
     caught = n_not_digit | n_unsure
     print(f"held-out negatives ({len(held)}): not a digit {n_not_digit.mean():.1%}, "
           f"not a digit or not sure {caught.mean():.1%}")  # fmt: skip

@@ -97,7 +97,8 @@ def make_trustworthy(
 def _auroc(net: Network, detector: Network, measured: Measured) -> dict[str, float]:
     """How well each score separates held-out non-digits from the measured digits."""
     digits = measured.drawings[0]
-    non_digits = np.stack([normalise_bytes(png).reshape(-1) for _, png in held_out_set()])
+    read = (trust.normalised_or_none(png) for _, png in held_out_set())
+    non_digits = np.stack([x for x in read if x is not None])  # the refused ones need no score
     return {
         "detector": calibration.auroc(detector.predict_proba(digits)[:, 1], detector.predict_proba(non_digits)[:, 1]),
         "max_softmax": calibration.auroc(

@@ -44,7 +44,7 @@ def photos(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndar
     """MNIST images (n, 784) uint8 written on paper and photographed (the fitted kinds of
     model.photo_set, never the held-out ones), normalised as the server does: x (n, 784), labels."""
     made = photo_set(x.reshape(-1, SIDE, SIDE), y, seed=seed, held_out=False, scale=FIT_PHOTO_SCALE)
-    read = [(_normalised(p.jpeg), p.label) for p in made]
+    read = [(normalised_or_none(p.jpeg), p.label) for p in made]
     read = [(x, label) for x, label in read if x is not None]
     return np.stack([r[0] for r in read]), np.array([r[1] for r in read])
 
@@ -53,10 +53,11 @@ def photo_negatives(n: int, seed: int, digits: np.ndarray) -> np.ndarray:
     """n photos that hold no single digit (text, rooms, several digits), normalised; blank pages are
     left out: they are "no ink found" before the detector is asked."""
     made = non_digit_set(n, seed, digits.reshape(-1, SIDE, SIDE), scale=FIT_PHOTO_SCALE)
-    return np.stack([x for x in (_normalised(p.jpeg) for p in made) if x is not None])
+    return np.stack([x for x in (normalised_or_none(p.jpeg) for p in made) if x is not None])
 
 
-def _normalised(data: bytes) -> np.ndarray | None:
+def normalised_or_none(data: bytes) -> np.ndarray | None:
+    """The network's input (784,), or None for an image the server refuses (no ink, not one digit)."""
     try:
         return normalise_bytes(data).reshape(-1)
     except ImageError:
