@@ -10,8 +10,8 @@ from conftest import png_bytes
 from PIL import Image
 
 from model import photos
-from model.drawings import canvas_set
-from model.images import ImageError, normalise_bytes
+from model.drawings import canvas_set, restyle
+from model.images import ImageError, normalise_bytes, open_image, read
 from model.photo_set import non_digit_photo, photo, photo_set
 
 H, W = 480, 640
@@ -99,10 +99,14 @@ def test_thin_strokes_are_widened_to_mnist_proportions():
 
 
 def test_drawings_take_the_drawing_path_and_photos_the_photo_path(mnist_test):
-    from model.images import load, open_image
+    from model.images import load
 
     for d in list(canvas_set())[:60]:
         assert photos.is_clean(np.asarray(load(open_image(d.png)).convert("L")))
+    rng = np.random.default_rng(7005)  # MNIST digits redrawn with every pen, bold markers included
+    for img in mnist_test.x[:400]:
+        _, photo_path = read(open_image(restyle(img.reshape(28, 28), rng, size=140)))
+        assert not photo_path
     made = photo_set(mnist_test.x[:40].reshape(-1, 28, 28), mnist_test.y[:40], seed=5, held_out=None)
     clean = [photos.is_clean(np.asarray(load(open_image(p.jpeg)).convert("L"))) for p in made]
     assert sum(clean) <= 1
