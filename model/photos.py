@@ -48,9 +48,10 @@ class TooManyMarks(ValueError):
 
 def is_clean(gray: np.ndarray) -> bool:
     """A drawing, an MNIST-style image or a screenshot: many pixels sit exactly at the background's
-    level (a fifth at least: a marker drawing may fill half its frame), and few lie just off it (anti-aliased edges: under 6% even for an MNIST digit
-    scaled up 10x). A photo's paper never does: noise, light and JPEG spread it over many levels (7.8%
-    of the generated photos' pixels or more in 99 of 100). `gray` is uint8."""
+    level (a fifth at least: a marker drawing may fill half its frame), and few lie just off it
+    (anti-aliased edges: under 6% even for an MNIST digit scaled up 10x). A photo's paper never does:
+    noise, light and JPEG spread it over many levels (7.8% of the generated photos' pixels or more in
+    99 of 100). `gray` is uint8."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     off = np.abs(gray.astype(np.int16) - int(np.median(border)))
     return float(np.mean(off == 0)) >= 0.2 and float(np.mean((off >= 1) & (off <= 12))) <= CLEAN_SLIGHT
