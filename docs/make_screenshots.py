@@ -14,11 +14,24 @@ from playwright.sync_api import sync_playwright
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "tests"))
+sys.path.insert(0, str(DOCS.parent))
 
 from browser import ARGS, CHROMIUM, SHAPES, draw_digit, touch_stroke, wait_prediction  # noqa: E402
 from servers import uvicorn_server  # noqa: E402
 
 TOKEN = "screenshot-token"
+
+
+def _photo(folder: Path) -> tuple[str, int]:
+    import numpy as np
+
+    from model.data import load_mnist
+    from model.photo_set import photo
+
+    test = load_mnist().test
+    p = photo(test.x[3].reshape(28, 28), int(test.y[3]), np.random.default_rng(3), "ruled", "ballpoint-blue", "shadow")
+    (folder / "photo.jpg").write_bytes(p.jpeg)
+    return str(folder / "photo.jpg"), p.label
 
 
 def main() -> None:
@@ -49,6 +62,14 @@ def main() -> None:
                 wait_prediction(page, 7)
             page.wait_for_timeout(300)
             page.screenshot(path=DOCS / f"draw-{name}.png", full_page=True)
+            if name == "phone":  # a photo of a digit on ruled paper, read on a phone
+                with page.expect_file_chooser() as chooser:
+                    page.click("#use-photo")
+                path, label = _photo(Path(tmp))
+                chooser.value.set_files(path)
+                wait_prediction(page, label)
+                page.wait_for_timeout(300)
+                page.screenshot(path=DOCS / "photo-phone.png", full_page=True)
 
             page.goto(server.url + "/admin")
             page.fill("#token", TOKEN)
