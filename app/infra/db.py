@@ -272,8 +272,13 @@ def open_db(where: str | Path) -> Db:
 
 def shared_secret(db: Db, name: str, initial: bytes) -> tuple[bytes, bool]:
     """A secret made once per database and the same for every process that uses it: `initial` if this
-    call is the first to ask (then also True), else the one stored by the first."""
+    call is the first to ask (then also True), else the one stored by the first. Read first, so that a
+    read-only database still answers once the secret exists."""
+    query = sa.select(shared_secrets.c.value).where(shared_secrets.c.name == name)
+    with db.read() as conn:
+        stored = conn.execute(query).scalar()
+    if stored is not None:
+        return stored, False
     with db.write() as conn:
         made = conn.execute(db.insert_ignoring_duplicates(shared_secrets).values(name=name, value=initial)).first()
-        stored = conn.execute(sa.select(shared_secrets.c.value).where(shared_secrets.c.name == name)).scalar_one()
-        return stored, made is not None
+        return conn.execute(query).scalar_one(), made is not None
