@@ -362,3 +362,20 @@ def test_a_request_head_that_never_ends_is_timed_out(server):
         answer = s.recv(100)
         waited = time.perf_counter() - t
     assert answer.startswith(b"HTTP/1.1 408") and 9 < waited < 13
+
+
+# ---- also seen (issue 24): `digits serve --no-access-log` still wrote a line per request ---------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_access_log_is_honoured(tmp_path, workers):
+    def access_lines(flags: list[str]) -> int:
+        command = [sys.executable, "-m", "digits", "serve", "--workers", str(workers), *flags]
+        with uvicorn_server(tmp_path / f"var{len(flags)}", workers=workers, command=command) as s:
+            for _ in range(10):
+                assert httpx.post(f"{s.url}/predict", json={"pixels": STROKE}, timeout=5).status_code == 200
+            time.sleep(0.3)
+            return s.log_text().count('"logger": "uvicorn.access"')
+
+    assert access_lines([]) >= 10  # the flag is what turns them off
+    assert access_lines(["--no-access-log"]) == 0

@@ -41,6 +41,8 @@ def setup_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
             continue
+        if name == "uvicorn.access" and not logger.handlers and not logger.propagate:
+            continue  # uvicorn's --no-access-log (digits serve --no-access-log) left it so: it stays off
         logger.handlers = [handler] if name != "uvicorn.error" else []  # uvicorn.error propagates to uvicorn
         logger.propagate = name == "uvicorn.error"
     logging.getLogger("digits").setLevel(level)
