@@ -171,3 +171,11 @@ def test_a_correction_over_the_size_limits_is_413(make_client, settings):
     assert r.status_code == 413 and "pixels" in r.json()["detail"]  # 128 x 128 is over 10,000 pixels
     r = client.post("/feedback", json={"image": _data_url(b"\x89PNG" + bytes(4000)), "label": 7})
     assert r.status_code == 413 and "bytes" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("label", [True, "7", 7.0, [7]])
+def test_a_label_that_is_not_an_integer_is_refused(client, label):
+    image = _data_url(SEVEN)
+    r = client.post("/feedback", json={"image": image, "label": label})
+    assert r.status_code == 422 and "label" in str(r.json()["detail"])
+    assert client.post("/feedback", json={"image": image, "label": 7}).status_code == 201

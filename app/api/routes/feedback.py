@@ -36,7 +36,9 @@ async def _correction_request(request: Request) -> tuple[bytes, FeedbackRequest]
     media = media_type(request.headers.get("content-type"))
     try:
         if media == JSON:
-            body = FeedbackRequest.model_validate(parse_json(await request.body()))
+            # Strict, as the rest of the API: `true`, "7" and 7.0 are not the digit 7 (a form's fields are
+            # text by nature, so multipart stays lax).
+            body = FeedbackRequest.model_validate(parse_json(await request.body()), strict=True)
             if not body.image:
                 raise InputError(422, "send the image that was classified in 'image' (a data URL or base64)")
             return decode_base64_image(body.image), body
