@@ -56,9 +56,9 @@ def add_error_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, exc: Exception) -> JSONResponse:
         # Predictions never reach here: they need no database. What does (training, review, corrections)
         # waits for it to come back; the pool reconnects by itself.
-        reason = error_reason(exc)
-        log.error("database error", extra={"path": request.url.path, "error": reason})
-        detail = f"the database is unavailable ({reason}); try again later"
+        # The driver's words (host, port, file) are for the log, not for whoever sent the request.
+        log.error("database error", extra={"path": request.url.path, "error": error_reason(exc)})
+        detail = "the database is unavailable; try again later"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

@@ -30,7 +30,7 @@ async def readyz(response: Response, holder: HolderDep) -> Health:
         response.status_code = 503
         return Health(status="no model loaded")
     if holder.fallback or holder.unreachable:
-        detail = holder.fallback or f"the database is unreachable ({holder.unreachable}); serving the model loaded"
+        detail = holder.fallback or "the database is unreachable; serving the model loaded (the reason is in the log)"
         return Health(status="degraded", model_version=holder.current.version, worker=os.getpid(), detail=detail)
     return Health(status="ready", model_version=holder.current.version, worker=os.getpid())
 
