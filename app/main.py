@@ -16,6 +16,7 @@ from app.api.deps import Services
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
 from app.api.routes import feedback, models, ops, pages, predict, review, train
+from app.api.security_headers import SecurityHeadersMiddleware
 from app.infra import prometheus
 from app.infra.blas import use_one_blas_thread
 from app.infra.db import DB_ERRORS, open_db
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(prometheus.MetricsMiddleware, metrics=metrics)
     routers = (predict.router, feedback.router, review.router, models.router, train.router, ops.router, pages.router)
     for router in routers:

@@ -379,3 +379,15 @@ def test_no_access_log_is_honoured(tmp_path, workers):
 
     assert access_lines([]) >= 10  # the flag is what turns them off
     assert access_lines(["--no-access-log"]) == 0
+
+
+# ---- issue 22, 5: no nosniff, framing or referrer policy on any page (a CSP is still to come) -----------
+
+
+def test_pages_carry_security_headers(client):
+    for path in ("/", "/admin", "/docs"):
+        r = client.get(path)
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    answer = client.post("/predict", json={"pixels": STROKE})
+    assert answer.headers["x-content-type-options"] == "nosniff" and "x-frame-options" not in answer.headers
