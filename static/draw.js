@@ -181,6 +181,16 @@
     answerEl.dataset.answeredAt = performance.now().toFixed(1);
   }
 
+  // One image (a data URL) to /predict, with the 28x28 input it was read as.
+  async function predict(image) {
+    const response = await fetch("/predict?return_input=true", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ image }),
+    });
+    return { response, body: await response.json().catch(() => ({})) };
+  }
+
   async function classify() {
     if (!strokes.length) { if (photoFigure.hidden) showBlank(); return; }
     if (inFlight) { pending = true; return; }
@@ -189,12 +199,7 @@
     const sentRevision = revision;
     const sentImage = inkImage();
     try {
-      const response = await fetch("/predict?return_input=true", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ image: sentImage }),
-      });
-      const body = await response.json().catch(() => ({}));
+      const { response, body } = await predict(sentImage);
       if (!strokes.length) showBlank();
       else if (sentAfter !== removals) pending = true;  // the drawing lost strokes meanwhile: ask again
       else if (response.ok) answered(body, sentImage, sentRevision);
@@ -274,12 +279,7 @@
     promptEl.hidden = true;
     const photoRevision = ++revision;
     try {
-      const response = await fetch("/predict?return_input=true", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ image }),
-      });
-      const body = await response.json().catch(() => ({}));
+      const { response, body } = await predict(image);
       if (photoFigure.hidden || revision !== photoRevision) return;  // cleared or drawn on meanwhile
       if (response.ok) answered(body, image, photoRevision);
       else if (response.status === 422) showError("Not one digit in this photo: " + (body.detail || ""));
