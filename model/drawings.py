@@ -227,18 +227,39 @@ def draw(
     # anywhere on the canvas that keeps the ink inside: off-centre as often as not
     x0 = rng.uniform(margin, max(margin, size - w - margin))
     y0 = rng.uniform(margin, max(margin, size - h - margin))
-    ss = 4  # supersampling: a canvas anti-aliases its strokes
-    mask = Image.new("L", (size * ss, size * ss), 0)
+    alpha = _render(strokes, scale, (x0, y0), pen, (size, size))
+    return Drawing(label, style, export(alpha, style), pen, round(h))
+
+
+def _render(strokes: list, scale: float, at: tuple[float, float], pen: int, size: tuple[int, int]) -> Image.Image:
+    """Strokes (unit-box points) scaled by `scale`, their top-left at `at`, drawn with a round pen of
+    `pen` px, anti-aliased as a canvas does (4x supersampled): an L mask of `size`, 255 = ink."""
+    ss = 4
+    mask = Image.new("L", (size[0] * ss, size[1] * ss), 0)
     d = ImageDraw.Draw(mask)
-    lo = pts.min(axis=0)
+    lo = np.concatenate(strokes).min(axis=0)
     for s in strokes:
-        q = [((x - lo[0]) * scale * ss + x0 * ss, (y - lo[1]) * scale * ss + y0 * ss) for x, y in s]
+        q = [((x - lo[0]) * scale * ss + at[0] * ss, (y - lo[1]) * scale * ss + at[1] * ss) for x, y in s]
         d.line(q, fill=255, width=pen * ss, joint="curve")
         r = pen * ss / 2
         for x, y in (q[0], q[-1]):  # round caps
             d.ellipse((x - r, y - r, x + r, y + r), fill=255)
-    alpha = mask.resize((size, size), Image.Resampling.BOX)
-    return Drawing(label, style, export(alpha, style), pen, round(h))
+    return mask.resize(size, Image.Resampling.BOX)
+
+
+def glyph(label: int, rng: np.random.Generator, height: float, pen: int, unusual: bool = False) -> np.ndarray:
+    """One digit as the page's pen draws it, `height` px tall: float32 coverage in [0, 1], cropped to
+    the ink (for composing numbers, model.number_set)."""
+    templates = UNUSUAL[label] if unusual else TEMPLATES[label]
+    strokes = _transform(templates[rng.integers(len(templates))], rng)
+    pts = np.concatenate(strokes)
+    span = pts.max(axis=0) - pts.min(axis=0)
+    scale = height / span[1]
+    w, h = span * scale
+    size = (math.ceil(w + pen + 2), math.ceil(h + pen + 2))
+    a = np.asarray(_render(strokes, scale, (pen / 2 + 1, pen / 2 + 1), pen, size), np.float32) / 255
+    ys, xs = np.nonzero(a)
+    return a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
 def export(ink: Image.Image, style: str) -> bytes:

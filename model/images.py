@@ -38,7 +38,8 @@ class ImageError(ValueError):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # "undecodable", "unsupported", "too_large", "too_costly", "blank", "not_one_digit"
+        self.kind = kind  # "undecodable", "unsupported", "too_large", "too_costly", "blank", "not_one_digit",
+        # "not_a_number"
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -112,10 +113,10 @@ def load(img: Image.Image) -> Image.Image:
     return img
 
 
-def ink_image(img: Image.Image) -> np.ndarray:
-    """Float array in [0, 1] where 1 is ink, whatever the polarity or alpha.
-
-    May be cropped to the drawn area (only empty background is removed), which to_mnist does anyway.
+def ink_image(img: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
+    """Float array in [0, 1] where 1 is ink, whatever the polarity or alpha, and where its top-left
+    pixel is in the image (x, y): it may be cropped to the drawn area (only empty background is
+    removed), which to_mnist does anyway.
     """
     if _has_alpha(img):
         rgba = img.convert("RGBA")
@@ -132,7 +133,7 @@ def ink_image(img: Image.Image) -> np.ndarray:
             gray = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) * (1 / 255)
             opaque = alpha > 0.5
             ink_is_dark = gray[opaque].mean() < 0.5 if opaque.any() else True
-            return alpha * (1 - gray) if ink_is_dark else alpha * gray
+            return (alpha * (1 - gray) if ink_is_dark else alpha * gray), bbox[:2]
     gray = np.asarray(img.convert("L"), dtype=np.float32) * (1 / 255)  # Pillow's ITU-R 601 luma, in C
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background_level = float(np.median(border))
@@ -140,7 +141,7 @@ def ink_image(img: Image.Image) -> np.ndarray:
         gray = 1 - gray
         background_level = 1 - background_level
     # Paper is rarely pure white: what the border looks like is background, not faint ink.
-    return np.clip(gray - background_level, 0, None)
+    return np.clip(gray - background_level, 0, None), (0, 0)
 
 
 def to_mnist(ink: np.ndarray) -> np.ndarray:
@@ -192,7 +193,7 @@ def read(img: Image.Image) -> tuple[np.ndarray, bool]:
                 return to_mnist(photos.ink_of_page(gray)), True
             except photos.TooManyMarks as e:
                 raise ImageError("not_one_digit", str(e)) from None
-    return to_mnist(ink_image(img)), False
+    return to_mnist(ink_image(img)[0]), False
 
 
 def _has_alpha(img: Image.Image) -> bool:

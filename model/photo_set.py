@@ -64,12 +64,16 @@ def _skeleton(mask: np.ndarray) -> np.ndarray:
 
 def pen_mask(digit: np.ndarray, height: int, pen: str, rng: np.random.Generator) -> np.ndarray:
     """An MNIST digit (28x28 uint8) redrawn `height` px tall with a pen: float32 coverage in [0, 1]."""
+    return redraw(digit, height, max(1.5, height * rng.uniform(*PEN_WIDTH[pen])))
+
+
+def redraw(digit: np.ndarray, height: int, width: float) -> np.ndarray:
+    """An MNIST digit (28x28 uint8) thinned to its skeleton and stroked `width` px wide at `height` px."""
     scale = height / 20  # MNIST's digits are 20 px in the 28 px frame
     size = max(8, round(28 * scale))
     big = cv2.resize(digit, (size, size), interpolation=cv2.INTER_CUBIC)
     big = cv2.GaussianBlur(big, (0, 0), max(0.5, scale / 3))
     mask = (big > 110).astype(np.uint8)
-    width = max(1.5, height * rng.uniform(*PEN_WIDTH[pen]))
     core = cv2.dilate(_skeleton(mask), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     dist = cv2.distanceTransform(1 - core, cv2.DIST_L2, 3)
     return np.clip(width / 2 + 0.5 - dist, 0, 1).astype(np.float32)  # anti-aliased stroke edges

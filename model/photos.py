@@ -159,20 +159,32 @@ def thicken(mask: np.ndarray) -> np.ndarray:
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow | 1, grow | 1)))
 
 
-def ink_of_page(gray: np.ndarray) -> np.ndarray:
-    """uint8 page (any polarity) -> float32 ink in [0, 1], bright on black; all zero when nothing
-    written is left (blank paper, rules alone)."""
+def marks_of_page(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """uint8 page (any polarity) -> (uint8 mask of what is written, 1 = ink; the page's pixels per
+    mask pixel: a page larger than PHOTO_SIDE is read reduced)."""
+    scale = 1.0
     if max(gray.shape) > PHOTO_SIDE:
         scale = PHOTO_SIDE / max(gray.shape)
         gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if np.median(border) < 128:  # light writing on a dark surface (chalk, a screen): paper bright first
         gray = 255 - gray
-    marks = keep_marks(remove_rules(binarise(flatten_light(gray))))
+    return keep_marks(remove_rules(binarise(flatten_light(gray)))), 1 / scale
+
+
+def finish(marks: np.ndarray) -> np.ndarray:
+    """The marks of one digit (uint8 mask) -> float32 ink in [0, 1] with MNIST's stroke proportions
+    and soft edges, as a pen's and MNIST's have."""
+    if not marks.any():
+        return np.zeros(marks.shape, np.float32)
+    return cv2.GaussianBlur(thicken(marks).astype(np.float32), (0, 0), 0.7)
+
+
+def ink_of_page(gray: np.ndarray) -> np.ndarray:
+    """uint8 page (any polarity) holding one digit -> float32 ink in [0, 1], bright on black; all zero
+    when nothing written is left (blank paper, rules alone); TooManyMarks for a page of writing."""
+    marks, _ = marks_of_page(gray)
     count = cv2.connectedComponents(marks)[0] - 1
     if count > MAX_MARKS:
         raise TooManyMarks(count)
-    if not marks.any():
-        return np.zeros(gray.shape, np.float32)
-    ink = thicken(marks).astype(np.float32)
-    return cv2.GaussianBlur(ink, (0, 0), 0.7)  # soft edges, as a pen's and MNIST's have
+    return finish(marks)

@@ -18,7 +18,8 @@ from model.spec import N_PIXELS, SIDE, from_pixels
 MULTIPART, JSON = "multipart/form-data", "application/json"
 IMAGE_MEDIA_TYPES = {"image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif", "image/x-ms-bmp"}
 _STATUS = {
-    "undecodable": 400, "unsupported": 415, "too_large": 413, "too_costly": 422, "blank": 422, "not_one_digit": 422
+    "undecodable": 400, "unsupported": 415, "too_large": 413, "too_costly": 422, "blank": 422, "not_one_digit": 422,
+    "not_a_number": 422,
 }
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[^,]*)?,", re.ASCII)
 
