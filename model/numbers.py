@@ -43,7 +43,7 @@ MIN_HEIGHT = 0.55  # a digit is at least this tall (in line heights): shorter ru
 MARK_HEIGHT = 0.35  # a group shorter than this (in line heights) is a mark: a dash, a dot
 DIGIT_BONUS = 0.3  # added per digit to the summed log-confidence (tuned)
 CUT_COST = 0.5  # taken per cut through a piece of ink: touching digits are rarer than whole ones (tuned)
-COUNT_MARGIN = 1.0  # a split into another count of digits within this (in log units) is ambiguous
+COUNT_MARGIN = 0.1  # a split into another count of digits within this (in log units) is ambiguous
 MASK_LEVEL = 0.25  # of the strongest ink: a canvas's ink pixel
 TOO_MANY = f"more than {MAX_DIGITS} digits: this reads numbers of 1 to {MAX_DIGITS} digits"
 
@@ -81,10 +81,16 @@ def read_page(img: Image.Image) -> Page:
                 raise ImageError("blank", "no writing found on the photo")
             return Page(marks.astype(np.float32), marks, True, (scale[0] * reduced, scale[1] * reduced), (0, 0))
     ink, origin = ink_image(img)
+    page = page_of_ink(ink)
+    return Page(page.ink, page.mask, False, scale, origin)
+
+
+def page_of_ink(ink: np.ndarray) -> Page:
+    """Ink already decoded (pixels in [0, 1], bright on black) as a Page in its own pixels."""
     peak = float(ink.max())
     if peak < 40 / 255:
         raise ImageError("blank", "no ink found: the image is blank")
-    return Page(ink, (ink >= MASK_LEVEL * peak).astype(np.uint8), False, scale, origin)
+    return Page(ink.astype(np.float32), (ink >= MASK_LEVEL * peak).astype(np.uint8), False, (1.0, 1.0), (0, 0))
 
 
 @dataclass(frozen=True)

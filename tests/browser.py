@@ -84,3 +84,28 @@ def wait_prediction(page, digit: int | None = None, timeout: float = 10_000) -> 
             f"document.querySelector('#prediction').textContent.trim() === '{digit}'", timeout=timeout
         )
     return page.text_content("#prediction").strip()
+
+
+def number_strokes(digits: str, step: float = 0.25, size: float = 0.8) -> list:
+    """A number's strokes on the wide (2:1) number pad: each digit of SHAPES `size` of the pad high,
+    its cell `step` of the pad wide (0.25: about a tenth of the digit's height between two 7s)."""
+    out = []
+    for k, d in enumerate(digits):
+        left = 0.03 + k * step
+        for stroke in SHAPES[int(d)]:
+            out.append([(left + 0.5 * size * (x - 0.2), 0.1 + size * (y - 0.1)) for x, y in stroke])
+    return out
+
+
+def write_number(page, digits: str, **kw) -> None:
+    for stroke in number_strokes(digits, **kw):
+        mouse_stroke(page, stroke)
+
+
+def wait_number(page, text: str, timeout: float = 10_000) -> None:
+    page.wait_for_function(
+        f"""() => document.querySelector('#number').textContent === '{text}'
+                  && document.querySelector('.answer').dataset.revision
+                     === document.querySelector('#draw').dataset.revision""",
+        timeout=timeout,
+    )

@@ -17,9 +17,12 @@ from browser import (
     draw_digit,
     ink_pixels,
     mouse_stroke,
+    number_strokes,
     pad_to_page,
     touch_stroke,
+    wait_number,
     wait_prediction,
+    write_number,
 )
 from conftest import STROKE
 from PIL import Image, ImageDraw
@@ -28,6 +31,9 @@ from servers import uvicorn_server
 
 pytestmark = pytest.mark.browser
 TOKEN = "browser-token"
+PEN_UP_TO_ANSWER = (
+    "() => document.querySelector('.answer').dataset.answeredAt - document.querySelector('#draw').dataset.penUpAt"
+)
 
 
 @pytest.fixture(scope="module")
@@ -306,9 +312,7 @@ def _pen_up_to_answer_ms(page, digit: int) -> float:
         timeout=5000,
     )
     assert page.text_content("#prediction").strip() == str(digit)
-    return page.evaluate(
-        "() => document.querySelector('.answer').dataset.answeredAt - document.querySelector('#draw').dataset.penUpAt"
-    )
+    return page.evaluate(PEN_UP_TO_ANSWER)
 
 
 def test_the_answer_shows_within_100_ms_of_the_pen_lifting(page):
@@ -494,3 +498,103 @@ def test_a_photo_on_a_phone(browser, server, tmp_path):
     page.screenshot(path=str(tmp_path / "phone-photo.png"), full_page=True)
     ctx.close()
     assert errors == []
+
+
+def _number_page(context, server, digits: str | None = None) -> Page:
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    page.click("#mode-number")
+    expect(page.locator("#mode-number")).to_have_attribute("aria-pressed", "true")
+    page.errors = errors
+    return page
+
+
+def test_a_number_written_with_the_mouse_is_read_and_boxed(context, server, tmp_path):
+    page = _number_page(context, server)
+    box = page.locator("#draw").bounding_box()
+    assert box["width"] > 1.9 * box["height"]  # the wide number pad
+    write_number(page, "7041")
+    wait_number(page, "7041")
+    expect(page.locator("#boxes .box")).to_have_count(4)
+    expect(page.locator("#digits li")).to_have_count(4)
+    labels = page.locator("#boxes .box button").all_text_contents()
+    assert labels == ["7", "0", "4", "1"]
+    # Each box lies over its own digit, left to right, inside the pad.
+    boxes = [page.locator("#boxes .box").nth(i).bounding_box() for i in range(4)]
+    for k, b in enumerate(boxes):
+        cell_left = box["x"] + (0.03 + k * 0.25) * box["width"]
+        assert cell_left - 10 <= b["x"] <= cell_left + 0.25 * box["width"]
+        assert box["y"] <= b["y"] and b["y"] + b["height"] <= box["y"] + box["height"] + 2
+    assert all(a["x"] + a["width"] <= b["x"] + 5 for a, b in zip(boxes, boxes[1:], strict=False))
+    page.screenshot(path=str(tmp_path / "number.png"))
+    if os.environ.get("DIGITS_SCREENSHOTS"):
+        page.screenshot(path=os.environ["DIGITS_SCREENSHOTS"] + "/number-desktop.png")
+    assert page.errors == []
+
+
+def test_a_number_written_by_touch_on_a_phone(browser, server):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3, has_touch=True)
+    page = _number_page(ctx, server)
+    cdp = ctx.new_cdp_session(page)
+    for stroke in number_strokes("417"):
+        touch_stroke(cdp, page, stroke)
+    wait_number(page, "417")
+    expect(page.locator("#boxes .box")).to_have_count(3)
+    pad = page.locator("#draw").bounding_box()
+    assert pad["x"] >= 0 and pad["x"] + pad["width"] <= 390  # the pad fits the phone
+    assert page.locator("#number").bounding_box()["y"] < 844  # the answer is on the first screen
+    if os.environ.get("DIGITS_SCREENSHOTS"):
+        page.screenshot(path=os.environ["DIGITS_SCREENSHOTS"] + "/number-phone.png")
+    assert page.errors == []
+    ctx.close()
+
+
+def test_a_number_answers_within_100_ms_of_the_pen_lifting(context, server):
+    page = _number_page(context, server)
+    times = []
+    for digits in ("7041", "17", "4107", "70", "1047", "741", "04", "7014"):
+        page.click("button#clear")
+        write_number(page, digits)
+        wait_number(page, digits, timeout=5000)
+        times.append(page.evaluate(PEN_UP_TO_ANSWER))
+    median = sorted(times)[len(times) // 2]
+    print(f"\nnumber: pen up to answer: median {median:.0f} ms, all {[round(t) for t in times]}")
+    assert median <= 100 and max(times) <= 400
+
+
+def test_a_digit_of_a_number_is_corrected_on_its_own(context, server):
+    page = _number_page(context, server)
+    before = len(_stored(server))
+    write_number(page, "704")
+    wait_number(page, "704")
+    expect(page.locator("#digit-picker")).to_be_hidden()
+    page.locator("#boxes .box button").nth(1).click()  # tap the second digit's box label
+    expect(page.locator("#picker-title")).to_have_text("Digit 2 of 3, read as 0: which is it?")
+    page.click("#digit-picker button[data-digit='6']")  # "no, it is a 6"
+    expect(page.locator("#number-thanks")).to_have_text("Thanks: digit 2 kept as a 6 for review.")
+    assert _stored(server)[before:] == [(6, 0, 0)]
+    page.locator("#digits li button").nth(2).click()  # or its chip, and a key
+    page.keyboard.press("4")
+    expect(page.locator("#number-thanks")).to_have_text("Thanks: digit 3 kept as a 4 for review.")
+    assert _stored(server)[before:] == [(6, 0, 0), (4, 4, 4)]
+    items = httpx.get(
+        f"{server.url}/feedback", params={"status": "pending"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    ).json()["items"]
+    assert (6, 0) in {(it["label"], it["predicted"]) for it in items}  # in the review queue
+    assert page.errors == []
+
+
+def test_switching_back_to_one_digit_reads_one_digit(context, server):
+    page = _number_page(context, server)
+    write_number(page, "17")
+    wait_number(page, "17")
+    page.click("#mode-digit")
+    expect(page.locator("#boxes .box")).to_have_count(0)
+    box = page.locator("#draw").bounding_box()
+    assert abs(box["width"] - box["height"]) < 3  # the square pad again, and cleared
+    assert ink_pixels(page) == 0
+    draw_digit(page, 7)
+    assert wait_prediction(page, 7) == "7"
+    expect(page.locator("#number-answer")).to_be_hidden()

@@ -9,16 +9,23 @@ import re
 from typing import Any
 
 import numpy as np
+from fastapi import Request
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
-from app.api.schemas import PredictImage, PredictPixels
+from app.api.schemas import PredictBatchJSON, PredictImage, PredictPixels
 from model.images import ImageError
 from model.spec import N_PIXELS, SIDE, from_pixels
 
 MULTIPART, JSON = "multipart/form-data", "application/json"
 IMAGE_MEDIA_TYPES = {"image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif", "image/x-ms-bmp"}
 _STATUS = {
-    "undecodable": 400, "unsupported": 415, "too_large": 413, "too_costly": 422, "blank": 422, "not_one_digit": 422,
+    "undecodable": 400,
+    "unsupported": 415,
+    "too_large": 413,
+    "too_costly": 422,
+    "blank": 422,
+    "not_one_digit": 422,
     "not_a_number": 422,
 }
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[^,]*)?,", re.ASCII)
@@ -118,3 +125,54 @@ def validation_message(e: ValidationError) -> str:
         where = ".".join(str(x) for x in err["loc"]) or "body"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
+
+
+async def _uploads(request: Request, field: str, limit: int, max_fields: int) -> list[bytes | InputError]:
+    """The entries of a multipart body's `field`: each file's bytes, or an error for a non-file entry.
+
+    More than `limit` files is a 422; Starlette refuses a body with more than one file past the limit
+    (400) before buffering it.
+    """
+    async with request.form(max_files=limit + 1, max_fields=max_fields) as form:
+        entries = form.getlist(field)
+        if len(entries) > limit:
+            raise InputError(422, f"at most {limit} images per request in the field '{field}', got more")
+        return [await e.read() if isinstance(e, UploadFile) else InputError(422, "not a file") for e in entries]
+
+
+async def single_input(request: Request) -> bytes | np.ndarray:
+    """The image file's bytes, or pixels already made into the network's input."""
+    media = media_type(request.headers.get("content-type"))
+    if media == MULTIPART:
+        files = await _uploads(request, "file", limit=1, max_fields=4)
+        if not files or isinstance(files[0], InputError):
+            raise InputError(422, "multipart body needs an image file in the field 'file'")
+        return files[0]
+    if media == JSON:
+        return json_input(await request.body())
+    if media in IMAGE_MEDIA_TYPES:
+        return await request.body()
+    raise unsupported_media(
+        media, "multipart/form-data with field 'file', application/json with 'image' or 'pixels', or a raw image/* body"
+    )
+
+
+async def batch_payloads(request: Request, limit: int) -> list[bytes | InputError]:
+    media = media_type(request.headers.get("content-type"))
+    if media == MULTIPART:
+        payloads = await _uploads(request, "files", limit=limit, max_fields=limit + 1)
+    elif media == JSON:
+        body = PredictBatchJSON.model_validate(parse_json(await request.body()))
+        if len(body.images) > limit:
+            raise InputError(422, f"at most {limit} images per batch, got {len(body.images)}")
+        payloads = []
+        for text in body.images:
+            try:
+                payloads.append(decode_base64_image(text))
+            except InputError as e:
+                payloads.append(e)
+    else:
+        raise unsupported_media(media, "multipart 'files' or JSON 'images'")
+    if not payloads:
+        raise InputError(422, "no images: send multipart 'files' or JSON 'images'")
+    return payloads

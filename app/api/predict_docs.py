@@ -1,4 +1,4 @@
-"""OpenAPI documentation of /predict and /predict/batch: every input form with a working example.
+"""OpenAPI documentation of /predict, /read and their batches: every input form with a working example.
 
 The endpoints read their bodies themselves (one path takes multipart, JSON and raw images), so
 FastAPI cannot derive these request bodies from parameters; they are written out here.
@@ -46,46 +46,65 @@ ERRORS = {
     422: {"model": ErrorBody, "description": "no ink found; NaN, out-of-range or wrong-shape pixels"},
     503: {"model": ErrorBody, "description": "no valid model loaded yet"},
 }
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": _multipart("file", False, "curl -F file=@digit.png http://127.0.0.1:8000/predict"),
-            "application/json": {
-                "schema": {"oneOf": [PredictImage.model_json_schema(), PredictPixels.model_json_schema()]},
-                "examples": {
-                    "data URL (a browser canvas)": {"value": {"image": f"data:image/png;base64,{_TINY_PNG}"}},
-                    "bare base64": {"value": {"image": _TINY_PNG}},
-                    "pixels 0..255, 784 flat": {
-                        "value": {"pixels": [0] * 300 + [255] * 20 + [0] * 464, "scale": "byte"}
+
+
+def _single_body(path: str) -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": _multipart(
+                    "file", False, f"curl -F file=@digit.png http://127.0.0.1:8000{path}"
+                ),
+                "application/json": {
+                    "schema": {"oneOf": [PredictImage.model_json_schema(), PredictPixels.model_json_schema()]},
+                    "examples": {
+                        "data URL (a browser canvas)": {"value": {"image": f"data:image/png;base64,{_TINY_PNG}"}},
+                        "bare base64": {"value": {"image": _TINY_PNG}},
+                        "pixels 0..255, 784 flat": {
+                            "value": {"pixels": [0] * 300 + [255] * 20 + [0] * 464, "scale": "byte"}
+                        },
+                        "pixels 0..1, 28x28": {"value": {"pixels": [[0.0] * 14 + [1.0] + [0.0] * 13] * 28}},
                     },
-                    "pixels 0..1, 28x28": {"value": {"pixels": [[0.0] * 14 + [1.0] + [0.0] * 13] * 28}},
+                },
+                "image/png": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "examples": {
+                        "raw bytes": {
+                            "summary": "curl -H 'Content-Type: image/png' --data-binary @digit.png "
+                            f"http://127.0.0.1:8000{path} (also image/jpeg, image/webp, image/bmp, image/gif)",
+                            "value": "(the bytes of digit.png)",
+                        }
+                    },
                 },
             },
-            "image/png": {
-                "schema": {"type": "string", "format": "binary"},
-                "examples": {
-                    "raw bytes": {
-                        "summary": "curl -H 'Content-Type: image/png' --data-binary @digit.png "
-                        "http://127.0.0.1:8000/predict (also image/jpeg, image/webp, image/bmp, image/gif)",
-                        "value": "(the bytes of digit.png)",
-                    }
+        }
+    }
+
+
+def _batch_body(path: str) -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": _multipart(
+                    "files", True, f"curl -F files=@a.png -F files=@b.png http://127.0.0.1:8000{path}"
+                ),
+                "application/json": {
+                    "schema": PredictBatchJSON.model_json_schema(),
+                    "examples": {
+                        "two images": {"value": {"images": [f"data:image/png;base64,{_TINY_PNG}", _TINY_PNG]}}
+                    },
                 },
             },
-        },
+        }
     }
-}
-BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": _multipart(
-                "files", True, "curl -F files=@a.png -F files=@b.png http://127.0.0.1:8000/predict/batch"
-            ),
-            "application/json": {
-                "schema": PredictBatchJSON.model_json_schema(),
-                "examples": {"two images": {"value": {"images": [f"data:image/png;base64,{_TINY_PNG}", _TINY_PNG]}}},
-            },
-        },
-    }
-}
+
+
+def read_body(path: str, batch: bool = False) -> dict:
+    """The request body of /read or /read/batch: the same forms as /predict's."""
+    return _batch_body(path) if batch else _single_body(path)
+
+
+PREDICT_BODY = _single_body("/predict")
+BATCH_BODY = _batch_body("/predict/batch")

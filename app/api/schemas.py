@@ -71,6 +71,57 @@ class BatchResponse(BaseModel):
     items: list[BatchItem]
 
 
+class Box(BaseModel):
+    """A box in the sent image's own pixels (as it is displayed: a photo's orientation honoured)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class ReadDigit(BaseModel):
+    box: Box
+    digit: int = Field(..., ge=0, le=N_CLASSES - 1)
+    confidence: float = Field(..., description="calibrated probability of `digit`")
+    probabilities: list[float] = Field(..., min_length=N_CLASSES, max_length=N_CLASSES, description="P(0)..P(9), sum 1")
+    uncertain: bool = Field(..., description="not sure of this digit")
+    not_a_digit: bool = Field(False, description="this mark does not look like a digit (a letter, a scribble)")
+    not_a_digit_score: float | None = None
+    input_png: str | None = Field(None, description="with ?return_input=true: the 28x28 input as base64 PNG")
+
+
+class ReadMark(BaseModel):
+    kind: Literal["dash", "dot"] = Field(..., description="a short mark beside the digits: a minus or hyphen, a point")
+    box: Box
+
+
+class NumberReading(BaseModel):
+    number: str = Field(..., description="the digits read, left to right (marks and non-digits left out)")
+    text: str = Field(..., description='everything read, left to right: "-" a dash, "." a dot, "?" not a digit')
+    uncertain: bool = Field(
+        ..., description="not sure of the whole: some digit is not sure or not a digit, or the count of digits is"
+    )
+    count_uncertain: bool = Field(..., description="another count of digits reads nearly as well (touching digits?)")
+    digits: list[ReadDigit]
+    marks: list[ReadMark]
+    model_version: str
+
+
+class ReadBatchItem(BaseModel):
+    index: int
+    ok: bool
+    result: NumberReading | None = None
+    error: BatchItemError | None = None
+
+
+class ReadBatchResponse(BaseModel):
+    model_version: str
+    count: int
+    failed: int
+    items: list[ReadBatchItem]
+
+
 class PredictBatchJSON(BaseModel):
     model_config = ConfigDict(extra="forbid")
     images: list[str] = Field(..., min_length=1, description="data URLs or base64 image files")

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from model import numbers
 from model.images import ImageError, decode_cost, open_image, read
 
 INLINE_COST = 512 * 512  # a few milliseconds of decoding at most
@@ -69,6 +70,22 @@ class ImageWork:
         if cost <= INLINE_COST:
             return read(img)
         return await asyncio.get_running_loop().run_in_executor(self._pool, read, img)
+
+    async def read_number(self, data: bytes, budget: Budget, classify: numbers.Classify) -> numbers.Reading:
+        """Image file bytes -> the number written on it (model.numbers); raises ImageError. Always in the
+        pool: segmenting reads tens of candidate digits through the network (about 10 ms for a number on
+        the pad), which would stall the event loop."""
+        img = open_image(data, self.max_pixels)
+        budget.spend(decode_cost(img, data))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: numbers.read_number(numbers.read_page(img), classify)
+        )
+
+    async def read_number_of_ink(self, ink: np.ndarray, classify: numbers.Classify) -> numbers.Reading:
+        """A number from ink already decoded (JSON pixels)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: numbers.read_number(numbers.page_of_ink(ink), classify)
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

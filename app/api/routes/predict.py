@@ -13,23 +13,11 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from starlette.datastructures import UploadFile
 
 from app.api.deps import loaded_model, services
-from app.api.inputs import (
-    IMAGE_MEDIA_TYPES,
-    JSON,
-    MULTIPART,
-    InputError,
-    decode_base64_image,
-    image_error,
-    json_input,
-    media_type,
-    parse_json,
-    unsupported_media,
-)
+from app.api.inputs import InputError, batch_payloads, image_error, single_input
 from app.api.predict_docs import BATCH_BODY, ERRORS, PREDICT_BODY
-from app.api.schemas import BatchItem, BatchItemError, BatchResponse, PredictBatchJSON, Prediction
+from app.api.schemas import BatchItem, BatchItemError, BatchResponse, Prediction
 from app.services.image_work import Budget, ImageWork
 from app.services.registry import LoadedModel
 from model.images import ImageError, to_png
@@ -73,68 +61,17 @@ async def _normalise(work: ImageWork, budget: Budget, data: bytes) -> tuple[np.n
         raise image_error(e) from None
 
 
-async def _uploads(request: Request, field: str, limit: int, max_fields: int) -> list[bytes | InputError]:
-    """The entries of a multipart body's `field`: each file's bytes, or an error for a non-file entry.
-
-    More than `limit` files is a 422; Starlette refuses a body with more than one file past the limit
-    (400) before buffering it.
-    """
-    async with request.form(max_files=limit + 1, max_fields=max_fields) as form:
-        entries = form.getlist(field)
-        if len(entries) > limit:
-            raise InputError(422, f"at most {limit} images per request in the field '{field}', got more")
-        return [await e.read() if isinstance(e, UploadFile) else InputError(422, "not a file") for e in entries]
-
-
-async def _single_input(request: Request) -> bytes | np.ndarray:
-    """The image file's bytes, or pixels already made into the network's input."""
-    media = media_type(request.headers.get("content-type"))
-    if media == MULTIPART:
-        files = await _uploads(request, "file", limit=1, max_fields=4)
-        if not files or isinstance(files[0], InputError):
-            raise InputError(422, "multipart body needs an image file in the field 'file'")
-        return files[0]
-    if media == JSON:
-        return json_input(await request.body())
-    if media in IMAGE_MEDIA_TYPES:
-        return await request.body()
-    raise unsupported_media(
-        media, "multipart/form-data with field 'file', application/json with 'image' or 'pixels', or a raw image/* body"
-    )
-
-
 @router.post("/predict", response_model=Prediction, openapi_extra=PREDICT_BODY, summary="Classify one digit", **ANSWERS)
 async def predict(request: Request, return_input: ReturnInput = False) -> Prediction:
     """One image as a multipart upload (field `file`), a JSON data URL or base64 (`image`), MNIST-format
     `pixels`, or a raw `image/*` body. Images are cropped to their ink, scaled to 20 px and centred by
     mass, as MNIST was made; `pixels` are fed as they are."""
     model = loaded_model(request)
-    x, photo = await _single_input(request), False
+    x, photo = await single_input(request), False
     if isinstance(x, bytes):
         work: ImageWork = services(request).image_work
         x, photo = await _normalise(work, work.budget(), x)
     return _predictions(request, x.reshape(1, *x.shape), np.array([photo]), model, return_input)[0]
-
-
-async def _batch_payloads(request: Request, limit: int) -> list[bytes | InputError]:
-    media = media_type(request.headers.get("content-type"))
-    if media == MULTIPART:
-        payloads = await _uploads(request, "files", limit=limit, max_fields=limit + 1)
-    elif media == JSON:
-        body = PredictBatchJSON.model_validate(parse_json(await request.body()))
-        if len(body.images) > limit:
-            raise InputError(422, f"at most {limit} images per batch, got {len(body.images)}")
-        payloads = []
-        for text in body.images:
-            try:
-                payloads.append(decode_base64_image(text))
-            except InputError as e:
-                payloads.append(e)
-    else:
-        raise unsupported_media(media, "multipart 'files' or JSON 'images'")
-    if not payloads:
-        raise InputError(422, "no images: send multipart 'files' or JSON 'images'")
-    return payloads
 
 
 async def _batch_input(
@@ -166,7 +103,7 @@ async def predict_batch(request: Request, return_input: ReturnInput = False) -> 
     """
     state = services(request)
     settings, model, work = state.settings, loaded_model(request), state.image_work
-    payloads = await _batch_payloads(request, settings.max_batch)
+    payloads = await batch_payloads(request, settings.max_batch)
     budget = work.budget()
     inputs = await asyncio.gather(*(_batch_input(work, budget, p) for p in payloads))
     del payloads
