@@ -14,6 +14,7 @@ Then the cost of reading a number beside /predict's normalisation of the same im
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from collections import defaultdict
@@ -21,15 +22,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model import weights  # noqa: E402
 from model.data import load_mnist  # noqa: E402
+from model.drawings import canvas_set  # noqa: E402
 from model.images import ImageError, open_image, read, to_mnist  # noqa: E402
 from model.number_set import by_label, number_set  # noqa: E402
 from model.numbers import read_number, read_page  # noqa: E402
+from model.photo_set import HELD_OUT_INKS, HELD_OUT_LIGHTS, HELD_OUT_PAPERS, INKS, LIGHTS, PAPERS, photo_of_writing  # noqa: E402
 
 
 def matched(truth: str, read: str) -> int:
@@ -90,12 +94,49 @@ def report(title: str, rows: list[tuple[dict, str, str, bool]]) -> None:
         print(f"  {name:22s} {len(items):5d} {digits:8.1%} {exact:7.1%} {sure:7.1%} {silent:7.1%}")
 
 
+def photos(predictor, numbers, seed: int) -> None:
+    """The same numbers written in ink on paper and photographed, every paper, ink and light."""
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for w in numbers:
+        paper = str(rng.choice(PAPERS + HELD_OUT_PAPERS))
+        ink = str(rng.choice(INKS + HELD_OUT_INKS))
+        light = str(rng.choice(LIGHTS + HELD_OUT_LIGHTS))
+        coverage = np.asarray(Image.open(io.BytesIO(w.png)).convert("LA"), np.float32)
+        coverage = coverage[..., 1] / 255 if w.kind["style"] == "transparent" else coverage[..., 0] / 255
+        if w.kind["style"] == "white":
+            coverage = 1 - coverage
+        jpeg = photo_of_writing(coverage, rng, paper, ink, light)
+        got, unsure = read_numbers(predictor, jpeg)
+        kind = {"paper": paper, "ink": ink, "light": light, "gap": "touching" if w.touching else "separate"}
+        rows.append((kind, w.text, got, unsure))
+    report("photographed numbers", rows)
+
+
+def single_digits(predictor) -> None:
+    """One digit through the reading of numbers and through /predict's path: the canvas set."""
+    via_read, via_predict, one = [], [], []
+    for d in canvas_set(per_digit=30, seed=2026):
+        got, _ = read_numbers(predictor, d.png)
+        via_read.append(got == str(d.label))
+        one.append(len(got) == 1)
+        x, photo = read(open_image(d.png))
+        via_predict.append(
+            int(predictor.answer(x.reshape(1, -1), photo=np.array([photo])).probabilities[0].argmax()) == d.label
+        )
+    print(
+        f"\nsingle canvas digits ({len(one)}): right through model.numbers {np.mean(via_read):.1%}, "
+        f"through /predict's path {np.mean(via_predict):.1%}; read as one digit {np.mean(one):.1%}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=str(ROOT / "weights" / "cnn.npz"))
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--held-out", action="store_true", help="every number has a kind no setting was tuned on")
+    parser.add_argument("--photos", type=int, default=200, help="how many of the numbers to photograph too")
     parser.add_argument("--first", type=int, default=5000, help="MNIST test digits used: the last 10000 - FIRST")
     args = parser.parse_args()
     predictor = weights.load_predictor(args.weights)
@@ -121,6 +162,9 @@ def main() -> None:
         single.append(time.perf_counter() - t0)
     report("reading numbers (model.numbers)", rows)
     report("baseline (components grouped by overlap)", base)
+    if args.photos:
+        photos(predictor, numbers[: args.photos], args.seed)
+    single_digits(predictor)
     print(
         f"\ncost per image, median: reading a number {1000 * np.median(timings):.1f} ms "
         f"(p90 {1000 * np.percentile(timings, 90):.1f}), /predict's path on the same image "

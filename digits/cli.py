@@ -3,6 +3,7 @@
 digits train --preset default --out weights/default.npz
 digits evaluate                     (the model a fresh install serves, weights/cnn.npz)
 digits predict some.png
+digits read number.png
 digits serve --port 8000 --workers 2
 """
 
@@ -273,6 +274,59 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_read(args: argparse.Namespace) -> int:
+    from model.images import ImageError, open_image
+    from model.numbers import read_number, read_page
+    from model.weights import load_predictor
+
+    try:
+        predictor = load_predictor(args.weights)
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    status = 0
+    for path in args.images:
+        try:
+            page = read_page(open_image(Path(path).read_bytes()))
+            reading = read_number(page, lambda X, photo: predictor.answer(X, photo=np.full(len(X), photo)))
+        except (OSError, ImageError) as e:
+            print(f"{path}: error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        a = reading.answers
+        digits = [
+            {
+                "box": list(d.box),
+                "digit": int(np.argmax(a.probabilities[d.row])),
+                "confidence": round(float(a.probabilities[d.row].max()), 6),
+                "uncertain": bool(a.uncertain[d.row]),
+                "not_a_digit": bool(a.is_not_digit[d.row]),
+            }
+            for d in reading.digits
+        ]
+        unsure = reading.ambiguous or any(d["uncertain"] or d["not_a_digit"] for d in digits)
+        result = {
+            "file": path,
+            "number": "".join(str(d["digit"]) for d in digits if not d["not_a_digit"]),
+            "text": reading.text(),
+            "uncertain": unsure,
+            "count_uncertain": reading.ambiguous,
+            "digits": digits,
+            "marks": [{"kind": m.kind, "box": list(m.box)} for m in reading.marks],
+        }
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{path}: {result['text']} ({'not sure' if unsure else 'sure'})")
+            for d in digits:
+                flag = ", not a digit" if d["not_a_digit"] else ", not sure" if d["uncertain"] else ""
+                print(
+                    f"  {d['digit']} {d['confidence']:.1%}{flag} at x={d['box'][0]} y={d['box'][1]} "
+                    f"{d['box'][2]}x{d['box'][3]}"
+                )
+    return status
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -315,7 +369,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _model_commands(sub, settings) -> None:
-    """train, calibrate, evaluate, predict: the commands about one weights file."""
+    """train, calibrate, evaluate, predict, read: the commands about one weights file."""
     data_help = "MNIST folder (default: $DIGITS_DATA_DIR or data/mnist)"
     p = sub.add_parser("train", help="train a preset and write a weights file")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS))
@@ -346,6 +400,12 @@ def _model_commands(sub, settings) -> None:
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="default: the model a fresh install serves")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("read", help="read the number (1 to 12 digits) written on image files")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="default: the model a fresh install serves")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_read)
 
 
 def _server_commands(sub, settings) -> None:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from model.drawings import STYLES, export, glyph
+from model.negatives import LETTERS, TRAIN_FONTS, fonts
 from model.photo_set import redraw
 
 SOURCES = ("pen", "mnist")
@@ -46,7 +47,23 @@ class WrittenNumber:
     png: bytes
 
 
-def _glyph(label: int, source: str, rng: np.random.Generator, height: int, width: float, mnist) -> np.ndarray:
+def _letter(char: str, rng: np.random.Generator, height: int, family: str) -> np.ndarray:
+    """A letter of the machine's `family` fonts, `height` px tall: float32 coverage, cropped."""
+    files = fonts(family)
+    font = ImageFont.truetype(str(files[rng.integers(len(files))]), int(height * 1.4))
+    img = Image.new("L", (int(height * 2), int(height * 2)), 0)
+    ImageDraw.Draw(img).text((height // 4, 0), char, fill=255, font=font)
+    a = np.asarray(img, np.float32) / 255
+    ys, xs = np.nonzero(a > 0.05)
+    return a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+def _glyph(
+    char: str, source: str, rng: np.random.Generator, height: int, width: float, mnist, family: str
+) -> np.ndarray:
+    if not char.isdigit():
+        return _letter(char, rng, height, family)
+    label = int(char)
     if source == "pen":
         return glyph(label, rng, height - width, max(2, round(width)))
     images = mnist[label]
@@ -83,9 +100,19 @@ def _offset(left: np.ndarray, right: np.ndarray, dy: int, gap: float) -> int:
 
 
 def written_number(
-    digits: str, rng: np.random.Generator, source: str, gap: str, pen: str, canvas: str, mnist=None, style=None
+    digits: str,
+    rng: np.random.Generator,
+    source: str,
+    gap: str,
+    pen: str,
+    canvas: str,
+    mnist=None,
+    style=None,
+    family: str = TRAIN_FONTS,
 ) -> WrittenNumber:
-    """`digits` written on a canvas of kind `canvas`; `mnist` maps a label to 28x28 uint8 images."""
+    """`digits` written on a canvas of kind `canvas`; `mnist` maps a label to 28x28 uint8 images. A
+    character that is not a digit is a letter of the `family` fonts (for the segment verifier: a
+    letter among digits is one whole mark, not pieces)."""
     cw, ch = CANVAS_SIZE[canvas]
     n = len(digits)
     height = rng.uniform(0.45, 0.75) * ch
@@ -95,7 +122,7 @@ def written_number(
     glyphs = []
     for d in digits:
         h = int(height * rng.uniform(0.85, 1.15))
-        g = _glyph(int(d), source, rng, h, width, mnist)
+        g = _glyph(d, source, rng, h, width, mnist, family)
         glyphs.append(_shear(g, slant + rng.uniform(-0.08, 0.08)))
     # Which neighbours touch: in a touching number at least one pair does.
     kinds = [gap] * (n - 1)
@@ -112,7 +139,8 @@ def written_number(
             gap_px = 0.0
         else:
             gap_px = -rng.uniform(0.1, 0.35) * width
-        lefts.append(lefts[-1] + _offset(glyphs[i - 1], glyphs[i], tops[i] - tops[i - 1], gap_px))
+        step = _offset(glyphs[i - 1], glyphs[i], tops[i] - tops[i - 1], gap_px)
+        lefts.append(lefts[-1] + max(step, glyphs[i - 1].shape[1] // 3))  # never drawn over the previous one
     # Compose, then fit onto the canvas with a margin, anywhere it fits.
     top0 = min(tops)
     tops = [t - top0 for t in tops]
@@ -160,13 +188,23 @@ def by_label(images: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def number_set(
-    n: int, seed: int, mnist: dict[int, np.ndarray], held_out: bool | None = False, max_digits: int = 6
+    n: int,
+    seed: int,
+    mnist: dict[int, np.ndarray],
+    held_out: bool | None = False,
+    max_digits: int = 6,
+    letters: float = 0.0,
 ) -> Iterator[WrittenNumber]:
-    """n written numbers, 1..max_digits long, sources and gaps in turn, pens and canvases as `_kinds`."""
+    """n written numbers, 1..max_digits long, sources and gaps in turn, pens and canvases as `_kinds`;
+    with `letters`, that share of them has one digit replaced by a letter (DejaVu, never the held-out
+    Liberation)."""
     rng = np.random.default_rng(seed)
     for i in range(n):
         length = int(rng.integers(1, max_digits + 1))
         digits = "".join(str(d) for d in rng.integers(0, 10, length))
+        if letters and length > 1 and rng.random() < letters and fonts(TRAIN_FONTS):
+            k = int(rng.integers(length))
+            digits = digits[:k] + str(rng.choice(list(LETTERS))) + digits[k + 1 :]
         source, gap = SOURCES[i % 2], GAPS[(i // 2) % 4]
         pen, canvas = _kinds(rng, held_out)
         yield written_number(digits, rng, source, gap, pen, canvas, mnist)

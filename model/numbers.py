@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import cv2
 import numpy as np
@@ -38,12 +39,18 @@ MAX_WIDTH = 1.5  # a digit's width at most, in line heights (a wide 0, slanted, 
 CUT_FROM = 0.6  # pieces wider than this (in line heights) may be two or more touching digits
 MAX_CUTS = 10  # per piece
 CUT_SPACING = 0.2  # of the line height, between two cuts of a piece
+CUT_THIN = 0.0  # columns with at most this much ink (in pen widths) are cuts too, minima or not
+CUT_MARGIN = 0.15  # of the line height: no cut nearer a piece's end
 LINK_GAP = 0.06  # parts further apart than this (in line heights) are never one digit
 MIN_HEIGHT = 0.55  # a digit is at least this tall (in line heights): shorter runs are a digit's fragments
 MARK_HEIGHT = 0.35  # a group shorter than this (in line heights) is a mark: a dash, a dot
+WHOLE_WEIGHT = 1.0  # of the verifier's log P(whole digit) beside the network's log confidence (tuned)
+DETECTOR_WEIGHT = 1.0  # of the detector's log P(a digit) (tuned)
+DETECTOR_CAP = 2.0  # in log units (tuned)
 DIGIT_BONUS = 0.3  # added per digit to the summed log-confidence (tuned)
 CUT_COST = 0.5  # taken per cut through a piece of ink: touching digits are rarer than whole ones (tuned)
 COUNT_MARGIN = 0.1  # a split into another count of digits within this (in log units) is ambiguous
+WHOLE_DOUBT = 0.5  # a chosen run the verifier gives less than this of being one whole digit: ambiguous
 MASK_LEVEL = 0.25  # of the strongest ink: a canvas's ink pixel
 TOO_MANY = f"more than {MAX_DIGITS} digits: this reads numbers of 1 to {MAX_DIGITS} digits"
 
@@ -225,11 +232,11 @@ def _cuts(labels: np.ndarray, label: int, box: tuple[int, int, int, int], line: 
     profile = (labels[y0:y1, x0:x1] == label).sum(axis=0).astype(np.float32)
     k = max(1, int(pen / 2)) | 1
     smooth = np.convolve(profile, np.ones(k, np.float32) / k, mode="same")
-    margin = int(max(pen, 0.15 * line))
+    margin = int(max(pen, CUT_MARGIN * line))
     found = []
     for c in range(margin, len(smooth) - margin):
         lo, hi = max(0, c - k), min(len(smooth), c + k + 1)
-        if smooth[c] <= smooth[lo:hi].min() + 1e-6:
+        if smooth[c] <= smooth[lo:hi].min() + 1e-6 or smooth[c] <= CUT_THIN * pen:
             found.append((float(smooth[c]), c))
     chosen: list[int] = []
     for _, c in sorted(found):
@@ -335,9 +342,24 @@ def best_reading(scores: dict[tuple[int, int], float], n: int) -> tuple[list[tup
     return runs[::-1], float(best[n, k]), float(others.max())
 
 
-def read_number(page: Page, classify: Classify) -> Reading:
-    """A page -> its digits, left to right, and marks; raises ImageError for a blank page, or one with
-    more than MAX_DIGITS digits or far more pieces than a number has."""
+@dataclass(frozen=True)
+class Candidates:
+    """Every run of parts that could be one digit, cut out: what the network and the verifier judge."""
+
+    parts: list[Part]  # left to right
+    runs: list[tuple[int, int]]  # parts i..j-1
+    crops: np.ndarray  # (m, 28, 28): each run as the network reads it
+    boxes: list[tuple[int, int, int, int]]  # each run's ink, (x0, y0, x1, y1) in page pixels
+    shape: np.ndarray  # (m, N_SHAPE) float32: where each run sits among the parts (see `candidates`)
+    marks: list[Mark]
+
+
+N_SHAPE = 6
+
+
+def candidates(page: Page) -> Candidates:
+    """A page -> its candidate digits and marks; raises ImageError for a blank page, or one with more
+    than MAX_DIGITS digits or far more pieces than a number has."""
     s = slant(page.mask)
     upright = _shear(page.mask, s)  # segmentation is done with the writing's strokes made upright
     labels, stats = _pieces(upright)
@@ -350,6 +372,9 @@ def read_number(page: Page, classify: Classify) -> Reading:
     extents = [_extent(stats, g) for g in groups]
     heights = np.array([e[3] - e[1] for e in extents], float)
     line = float(np.median(heights[heights >= 0.6 * heights.max()]))
+    middle = float(
+        np.median([(e[1] + e[3]) / 2 for e, hh in zip(extents, heights, strict=True) if hh >= 0.6 * heights.max()])
+    )
     h = page.mask.shape[0]
     marks, digit_pieces = [], []
     for g, (x0, y0, x1, y1) in zip(groups, extents, strict=True):
@@ -360,15 +385,13 @@ def read_number(page: Page, classify: Classify) -> Reading:
         else:
             digit_pieces += g
     if len(groups) - len(marks) > MAX_DIGITS:
-        raise ImageError(
-            "not_a_number", f"more than {MAX_DIGITS} digits: this reads numbers of 1 to {MAX_DIGITS} digits"
-        )
+        raise ImageError("not_a_number", TOO_MANY)
     dist = cv2.distanceTransform(page.mask, cv2.DIST_L2, 3)
     pen = 4 * float(dist[page.mask > 0].mean())  # a strip of width w averages w / 4
     part_labels, parts = _parts(labels, stats, digit_pieces, line, pen)
     page_labels = _shear(part_labels.astype(np.uint16), s, inverse_to=page.mask.shape)
     parts.sort(key=lambda p: p.centre)
-    runs, crops, boxes = [], [], []
+    runs, crops, boxes, shape = [], [], [], []
     for j in range(1, len(parts) + 1):
         for i in range(max(0, j - MAX_PER_DIGIT), j):
             run = parts[i:j]
@@ -379,24 +402,47 @@ def read_number(page: Page, classify: Classify) -> Reading:
             runs.append((i, j))
             crops.append(to_mnist(ink))
             boxes.append(tight)
+            # Upright width and height, and height of its middle, in line heights; whether it was cut
+            # from a piece on the left, on the right; how many parts.
+            shape.append(
+                (
+                    (box[2] - box[0]) / line,
+                    (box[3] - box[1]) / line,
+                    ((box[1] + box[3]) / 2 - middle) / line,
+                    float(i > 0 and parts[i - 1].piece == parts[i].piece),
+                    float(j < len(parts) and parts[j - 1].piece == parts[j].piece),
+                    (j - i) / MAX_PER_DIGIT,
+                )
+            )
     if not runs:
         raise ImageError("blank", "no ink found: the image is blank")
-    answers = classify(np.stack(crops).reshape(len(crops), -1), page.photo)
+    return Candidates(parts, runs, np.stack(crops), boxes, np.array(shape, np.float32), marks)
+
+
+def read_number(page: Page, classify: Classify, verifier: Verifier | None = None) -> Reading:
+    """A page -> its digits, left to right, and marks, as `candidates` finds them and the network and
+    the verifier (by default the shipped one, model.segments) judge them."""
+    c = candidates(page)
+    verifier = verifier if verifier is not None else default_verifier()
+    answers = classify(c.crops.reshape(len(c.crops), -1), page.photo)
     confidence = answers.probabilities.max(axis=1)
-    not_digit = answers.not_digit if answers.not_digit is not None else np.zeros(len(crops))
-    score = np.log(confidence) + np.log1p(-np.minimum(not_digit, 0.999)) + DIGIT_BONUS
-    for k, (i, _) in enumerate(runs):
-        if i > 0 and parts[i - 1].piece == parts[i].piece:
-            score[k] -= CUT_COST
-    chosen, total, other = best_reading(dict(zip(runs, score.tolist(), strict=True)), len(parts))
+    whole = verifier(c) if verifier else np.ones(len(c.runs))
+    score = np.log(confidence) + DIGIT_BONUS
+    if verifier:
+        score += WHOLE_WEIGHT * np.log(np.maximum(whole, 1e-4))
+    if answers.not_digit is not None:  # two digits as one look like no digit to the detector
+        # Capped: a letter must still lose to nothing worse than its own slivers read as 1s.
+        score -= np.minimum(DETECTOR_CAP, -DETECTOR_WEIGHT * np.log1p(-np.minimum(answers.not_digit, 0.999)))
+    score -= CUT_COST * c.shape[:, 3]
+    chosen, total, other = best_reading(dict(zip(c.runs, score.tolist(), strict=True)), len(c.parts))
     if len(chosen) > MAX_DIGITS:
-        raise ImageError(
-            "not_a_number", f"more than {MAX_DIGITS} digits: this reads numbers of 1 to {MAX_DIGITS} digits"
-        )
-    row_of = {r: i for i, r in enumerate(runs)}
+        raise ImageError("not_a_number", TOO_MANY)
+    row_of = {r: i for i, r in enumerate(c.runs)}
     rows = [row_of[r] for r in chosen]
     digits = [
-        Digit(page.box(*boxes[r]), crops[r], k, (parts[runs[r][0]].centre + parts[runs[r][1] - 1].centre) / 2)
+        Digit(
+            page.box(*c.boxes[r]), c.crops[r], k, (c.parts[c.runs[r][0]].centre + c.parts[c.runs[r][1] - 1].centre) / 2
+        )
         for k, r in enumerate(rows)
     ]
     picked = Answers(
@@ -405,4 +451,19 @@ def read_number(page: Page, classify: Classify) -> Reading:
         answers.is_not_digit[rows],
         answers.uncertain[rows],
     )
-    return Reading(digits, sorted(marks, key=lambda m: m.x), picked, total - other < COUNT_MARGIN)
+    # In doubt about the split: another count of digits reads nearly as well, or the verifier doubts
+    # that a chosen run is one whole digit.
+    doubt = total - other < COUNT_MARGIN or bool((whole[rows] < WHOLE_DOUBT).any())
+    return Reading(digits, sorted(c.marks, key=lambda m: m.x), picked, doubt)
+
+
+Verifier = Callable[[Candidates], np.ndarray]  # candidates -> (m,) P(the run is exactly one whole digit)
+
+
+@cache
+def default_verifier() -> Verifier | None:
+    """The shipped verifier (weights/segments.npz), or None where it is missing (then the network's
+    confidence alone judges)."""
+    from model import segments
+
+    return segments.load(segments.DEFAULT_PATH) if segments.DEFAULT_PATH.exists() else None

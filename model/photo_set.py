@@ -174,6 +174,30 @@ def photo(
     return Photo(label, {"paper": paper, "ink": ink, "light": light}, _finish(page, light, rng))
 
 
+def photo_of_writing(
+    coverage: np.ndarray,
+    rng: np.random.Generator,
+    paper: str = "plain",
+    ink: str = "ballpoint-blue",
+    light: str = "gradient",
+    width: float = 0.7,
+) -> bytes:
+    """Writing of any kind (float32 coverage in [0, 1], e.g. a written number) on paper, photographed:
+    `width` of the frame wide, anywhere in it. JPEG bytes."""
+    h, w = _frame(rng)
+    w, h = max(w, h), min(w, h)  # landscape: a number is wide
+    page = _paper(h, w, paper, rng)
+    scale = width * w / coverage.shape[1]
+    if coverage.shape[0] * scale > 0.8 * h:
+        scale = 0.8 * h / coverage.shape[0]
+    size = (max(1, int(coverage.shape[1] * scale)), max(1, int(coverage.shape[0] * scale)))
+    big = cv2.resize(coverage, size, interpolation=cv2.INTER_AREA)
+    y = int(rng.uniform(0.05 * h, max(0.05 * h + 1, 0.95 * h - size[1])))
+    x = int(rng.uniform(0.05 * w, max(0.05 * w + 1, 0.95 * w - size[0])))
+    _place(page, big[: h - y, : w - x], ink, rng, y, x)
+    return _finish(page, light, rng)
+
+
 def _kinds(rng: np.random.Generator, held_out: bool | None) -> tuple[str, str, str]:
     """A recipe: only fitted kinds (held_out False), at least one held-out kind (True), or any (None)."""
     pools = [(PAPERS, HELD_OUT_PAPERS), (INKS, HELD_OUT_INKS), (LIGHTS, HELD_OUT_LIGHTS)]

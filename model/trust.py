@@ -21,7 +21,7 @@ from model.negatives import training_masks
 from model.network import Network
 from model.optimizers import make_optimizer
 from model.photo_set import non_digit_set, photo_set
-from model.spec import N_PIXELS, SIDE
+from model.spec import SIDE
 
 TARGET_ERROR = 0.001  # of the answers given, at most this many wrong: the rest are "not sure"
 # Photos of paper: at most 0.4% wrong among the answers given (the goal is 0.5%). As strict a target as
@@ -106,9 +106,10 @@ def fit_calibration(
 def train_detector(
     digits: np.ndarray, non_digits: np.ndarray, seed: int, epochs: int = 4, hidden: int = 256
 ) -> Network:
-    """A [784, hidden, 2] network: output 1 is "not a digit". Negatives are drawn as often as digits."""
+    """A [inputs, hidden, 2] network (784 inputs for the not-a-digit detector): output 1 is "not a
+    digit". Negatives are drawn as often as digits."""
     rng = np.random.default_rng(seed)
-    net = Network([N_PIXELS, hidden, 2]).init(rng, "he")
+    net = Network([digits.shape[1], hidden, 2]).init(rng, "he")
     opt = make_optimizer("adam", net.n_params, net.dtype)
     x = np.concatenate([digits, non_digits]).astype(np.float32)
     y = np.concatenate([np.zeros(len(digits), np.intp), np.ones(len(non_digits), np.intp)])
