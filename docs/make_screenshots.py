@@ -1,7 +1,7 @@
 """Screenshots of both pages at desktop and phone width, for the README: python docs/make_screenshots.py
 
 Starts a real server with the shipped weights, draws a digit on the pad, runs a tiny training job from
-the admin page, and saves docs/{draw,admin}-{desktop,phone}.png.
+the admin page, and saves docs/{draw,number,admin}-{desktop,phone}.png and docs/photo-phone.png.
 """
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "tests"))
 sys.path.insert(0, str(DOCS.parent))
 
-from browser import ARGS, CHROMIUM, SHAPES, draw_digit, touch_stroke, wait_prediction  # noqa: E402
+from browser import (  # noqa: E402
+    ARGS,
+    CHROMIUM,
+    SHAPES,
+    draw_digit,
+    number_strokes,
+    touch_stroke,
+    wait_number,
+    wait_prediction,
+    write_number,
+)
 from servers import uvicorn_server  # noqa: E402
 
 TOKEN = "screenshot-token"
@@ -70,6 +80,17 @@ def main() -> None:
                 wait_prediction(page, label)
                 page.wait_for_timeout(300)
                 page.screenshot(path=DOCS / "photo-phone.png", full_page=True)
+
+            page.click("#mode-number")  # a number, each digit boxed, one being corrected
+            if name == "desktop":
+                write_number(page, "7041")
+            else:
+                for stroke in number_strokes("417"):
+                    touch_stroke(cdp, page, stroke)
+            wait_number(page, "7041" if name == "desktop" else "417")
+            page.locator("#boxes .box button").nth(1).click()
+            page.wait_for_timeout(300)
+            page.screenshot(path=DOCS / f"number-{name}.png", full_page=True)
 
             page.goto(server.url + "/admin")
             page.fill("#token", TOKEN)
