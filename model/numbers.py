@@ -462,7 +462,7 @@ Verifier = Callable[[Candidates], np.ndarray]  # candidates -> (m,) P(the run is
 
 @cache
 def default_verifier() -> Verifier | None:
-    """The shipped verifier (weights/segments.npz), or None where it is missing (then the network's
+    """The shipped verifier (weights/reader/segments.npz), or None where it is missing (then the network's
     confidence alone judges)."""
     from model import segments
 

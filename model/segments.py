@@ -13,7 +13,7 @@ mark too, never to be cut into slivers that look like 1s), whose every candidate
 digit boxes the generator knows: a run whose box matches a digit's (intersection over union >= 0.7)
 is whole, one that matches none (< 0.4) is not. Measured on numbers of MNIST *test* digits (bench/bench_numbers.py).
 
-    python -m model.segments [--numbers 4000] [--epochs 15] [--out weights/segments.npz]   (4 minutes)
+    python -m model.segments [--numbers 4000] [--epochs 15] [--out weights/reader/segments.npz]   (4 minutes)
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from model.files import atomic_file
 from model.images import ImageError, open_image
 from model.network import Network
 from model.numbers import N_SHAPE, Candidates, candidates, read_page
-from model.paths import WEIGHTS_DIR
+from model.paths import SEGMENTS_PATH
 from model.photo_set import INKS, LIGHTS, PAPERS, photo_of_writing
 
-DEFAULT_PATH = WEIGHTS_DIR / "segments.npz"
+DEFAULT_PATH = SEGMENTS_PATH
 WHOLE, NOT_WHOLE = 0.7, 0.4  # IoU with the nearest true digit box
 HIDDEN = 256
 LETTERS_SHARE = 0.15  # of the training numbers hold a letter: a whole mark, though not a digit
