@@ -274,6 +274,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
+def _reading_dict(path: str, reading) -> dict:
+    """A model.numbers.Reading as `digits read --json` prints it (the fields of POST /read)."""
+    a = reading.answers
+    digits = [
+        {
+            "box": list(d.box),
+            "digit": int(np.argmax(a.probabilities[d.row])),
+            "confidence": round(float(a.probabilities[d.row].max()), 6),
+            "uncertain": bool(a.uncertain[d.row]),
+            "not_a_digit": bool(a.is_not_digit[d.row]),
+        }
+        for d in reading.digits
+    ]
+    return {
+        "file": path,
+        "number": "".join(str(d["digit"]) for d in digits if not d["not_a_digit"]),
+        "text": reading.text(),
+        "uncertain": reading.ambiguous or any(d["uncertain"] or d["not_a_digit"] for d in digits),
+        "count_uncertain": reading.ambiguous,
+        "digits": digits,
+        "marks": [{"kind": m.kind, "box": list(m.box)} for m in reading.marks],
+    }
+
+
 def cmd_read(args: argparse.Namespace) -> int:
     from model.images import ImageError, open_image
     from model.numbers import read_number, read_page
@@ -293,27 +317,8 @@ def cmd_read(args: argparse.Namespace) -> int:
             print(f"{path}: error: {e}", file=sys.stderr)
             status = 1
             continue
-        a = reading.answers
-        digits = [
-            {
-                "box": list(d.box),
-                "digit": int(np.argmax(a.probabilities[d.row])),
-                "confidence": round(float(a.probabilities[d.row].max()), 6),
-                "uncertain": bool(a.uncertain[d.row]),
-                "not_a_digit": bool(a.is_not_digit[d.row]),
-            }
-            for d in reading.digits
-        ]
-        unsure = reading.ambiguous or any(d["uncertain"] or d["not_a_digit"] for d in digits)
-        result = {
-            "file": path,
-            "number": "".join(str(d["digit"]) for d in digits if not d["not_a_digit"]),
-            "text": reading.text(),
-            "uncertain": unsure,
-            "count_uncertain": reading.ambiguous,
-            "digits": digits,
-            "marks": [{"kind": m.kind, "box": list(m.box)} for m in reading.marks],
-        }
+        result = _reading_dict(path, reading)
+        unsure, digits = result["uncertain"], result["digits"]
         if args.json:
             print(json.dumps(result))
         else:

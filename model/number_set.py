@@ -99,6 +99,37 @@ def _offset(left: np.ndarray, right: np.ndarray, dy: int, gap: float) -> int:
     return int(best + round(gap))
 
 
+def _on_canvas(
+    glyphs: list[np.ndarray], lefts: list[int], tops: list[int], size: tuple[int, int], margin: float, rng
+) -> tuple[np.ndarray, tuple]:
+    """The glyphs composed at their places, then fitted onto a canvas of `size` with a margin,
+    anywhere it fits: (the canvas's coverage, each glyph's box on it)."""
+    cw, ch = size
+    top0 = min(tops)
+    tops = [t - top0 for t in tops]
+    total_w = max(left + g.shape[1] for left, g in zip(lefts, glyphs, strict=True))
+    total_h = max(t + g.shape[0] for t, g in zip(tops, glyphs, strict=True))
+    sheet = np.zeros((total_h, total_w), np.float32)
+    for left, t, g in zip(lefts, tops, glyphs, strict=True):
+        region = sheet[t : t + g.shape[0], left : left + g.shape[1]]
+        np.maximum(region, g, out=region)
+    fit = min(1.0, (cw - 2 * margin) / total_w, (ch - 2 * margin) / total_h)
+    if fit < 1:
+        sheet = cv2.resize(
+            sheet, (max(1, int(total_w * fit)), max(1, int(total_h * fit))), interpolation=cv2.INTER_AREA
+        )
+    sh, sw = sheet.shape
+    x0 = int(rng.uniform(margin, max(margin + 1, cw - sw - margin)))
+    y0 = int(rng.uniform(margin, max(margin + 1, ch - sh - margin)))
+    page = np.zeros((ch, cw), np.float32)
+    page[y0 : y0 + sh, x0 : x0 + sw] = sheet[: ch - y0, : cw - x0]
+    boxes = tuple(
+        (x0 + int(left * fit), y0 + int(t * fit), max(1, int(g.shape[1] * fit)), max(1, int(g.shape[0] * fit)))
+        for left, t, g in zip(lefts, tops, glyphs, strict=True)
+    )
+    return page, boxes
+
+
 def written_number(
     digits: str,
     rng: np.random.Generator,
@@ -141,30 +172,7 @@ def written_number(
             gap_px = -rng.uniform(0.1, 0.35) * width
         step = _offset(glyphs[i - 1], glyphs[i], tops[i] - tops[i - 1], gap_px)
         lefts.append(lefts[-1] + max(step, glyphs[i - 1].shape[1] // 3))  # never drawn over the previous one
-    # Compose, then fit onto the canvas with a margin, anywhere it fits.
-    top0 = min(tops)
-    tops = [t - top0 for t in tops]
-    total_w = max(left + g.shape[1] for left, g in zip(lefts, glyphs, strict=True))
-    total_h = max(t + g.shape[0] for t, g in zip(tops, glyphs, strict=True))
-    sheet = np.zeros((total_h, total_w), np.float32)
-    for left, t, g in zip(lefts, tops, glyphs, strict=True):
-        region = sheet[t : t + g.shape[0], left : left + g.shape[1]]
-        np.maximum(region, g, out=region)
-    margin = 6 + width
-    fit = min(1.0, (cw - 2 * margin) / total_w, (ch - 2 * margin) / total_h)
-    if fit < 1:
-        sheet = cv2.resize(
-            sheet, (max(1, int(total_w * fit)), max(1, int(total_h * fit))), interpolation=cv2.INTER_AREA
-        )
-    sh, sw = sheet.shape
-    x0 = int(rng.uniform(margin, max(margin + 1, cw - sw - margin)))
-    y0 = int(rng.uniform(margin, max(margin + 1, ch - sh - margin)))
-    page = np.zeros((ch, cw), np.float32)
-    page[y0 : y0 + sh, x0 : x0 + sw] = sheet[: ch - y0, : cw - x0]
-    boxes = tuple(
-        (x0 + int(left * fit), y0 + int(t * fit), max(1, int(g.shape[1] * fit)), max(1, int(g.shape[0] * fit)))
-        for left, t, g in zip(lefts, tops, glyphs, strict=True)
-    )
+    page, boxes = _on_canvas(glyphs, lefts, tops, (cw, ch), 6 + width, rng)
     ink = Image.fromarray(np.round(np.clip(page, 0, 1) * 255).astype(np.uint8), mode="L")
     style = style or STYLES[int(rng.integers(len(STYLES)))]
     kind = {"source": source, "gap": gap, "pen": pen, "canvas": canvas, "style": style}

@@ -357,6 +357,27 @@ class Candidates:
 N_SHAPE = 6
 
 
+def _line_and_marks(
+    page: Page, stats: np.ndarray, groups: list[list[int]], s: float
+) -> tuple[float, float, list[Mark], list[int]]:
+    """(the line height and the height of its middle, from the tall groups; the marks, groups much
+    shorter than the line; the pieces of the digits)."""
+    extents = [_extent(stats, g) for g in groups]
+    heights = np.array([e[3] - e[1] for e in extents], float)
+    tall = heights >= 0.6 * heights.max()
+    line = float(np.median(heights[tall]))
+    middle = float(np.median([(e[1] + e[3]) / 2 for e, t in zip(extents, tall, strict=True) if t]))
+    marks, digit_pieces = [], []
+    for g, (x0, y0, x1, y1) in zip(groups, extents, strict=True):
+        if y1 - y0 < MARK_HEIGHT * line and len(groups) > 1:
+            kind = "dash" if x1 - x0 >= 1.6 * (y1 - y0) else "dot"
+            bx0, by0, bx1, by1 = _unshear_box((x0, y0, x1, y1), s, page.mask.shape[0])
+            marks.append(Mark(kind, page.box(max(0, bx0), by0, min(page.mask.shape[1], bx1), by1), (x0 + x1) / 2))
+        else:
+            digit_pieces += g
+    return line, middle, marks, digit_pieces
+
+
 def candidates(page: Page) -> Candidates:
     """A page -> its candidate digits and marks; raises ImageError for a blank page, or one with more
     than MAX_DIGITS digits or far more pieces than a number has."""
@@ -369,23 +390,10 @@ def candidates(page: Page) -> Candidates:
             f"the image holds {len(stats)} separate marks: more than a number of at most {MAX_DIGITS} digits",
         )
     groups = _groups(stats)
-    extents = [_extent(stats, g) for g in groups]
-    heights = np.array([e[3] - e[1] for e in extents], float)
-    line = float(np.median(heights[heights >= 0.6 * heights.max()]))
-    middle = float(
-        np.median([(e[1] + e[3]) / 2 for e, hh in zip(extents, heights, strict=True) if hh >= 0.6 * heights.max()])
-    )
-    h = page.mask.shape[0]
-    marks, digit_pieces = [], []
-    for g, (x0, y0, x1, y1) in zip(groups, extents, strict=True):
-        if y1 - y0 < MARK_HEIGHT * line and len(groups) > 1:
-            kind = "dash" if x1 - x0 >= 1.6 * (y1 - y0) else "dot"
-            bx0, by0, bx1, by1 = _unshear_box((x0, y0, x1, y1), s, h)
-            marks.append(Mark(kind, page.box(max(0, bx0), by0, min(page.mask.shape[1], bx1), by1), (x0 + x1) / 2))
-        else:
-            digit_pieces += g
+    line, middle, marks, digit_pieces = _line_and_marks(page, stats, groups, s)
     if len(groups) - len(marks) > MAX_DIGITS:
         raise ImageError("not_a_number", TOO_MANY)
+    h = page.mask.shape[0]
     dist = cv2.distanceTransform(page.mask, cv2.DIST_L2, 3)
     pen = 4 * float(dist[page.mask > 0].mean())  # a strip of width w averages w / 4
     part_labels, parts = _parts(labels, stats, digit_pieces, line, pen)
