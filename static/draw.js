@@ -349,8 +349,11 @@
       else if (sentAfter !== removals || sentMode !== mode) pending = true;  // the drawing changed meanwhile: ask again
       else if (response.ok && sentMode === "number") numberRead(body, sent, sentRevision);
       else if (response.ok) answered(body, sentImage, sentRevision);
+      else if (response.status === 422 && sentMode === "number" && !/^no ink/.test(body.detail || "")) {
+        showBlank();  // the last reading is not of this drawing any more
+        showError(body.detail || "Not a number");  // more than 12 digits, a page of writing
+      }
       else if (response.status === 422) showBlank();  // no ink yet: keep prompting
-      else if (response.status === 422 && sentMode === "number") showError(body.detail || "Not a number");
       else showError("Could not classify: " + (body.detail || response.statusText));
     } catch (err) {
       showError("The server did not answer. Is it running?");

@@ -593,3 +593,13 @@ def test_switching_back_to_one_digit_reads_one_digit(context, server):
     draw_digit(page, 7)
     assert wait_prediction(page, 7) == "7"
     expect(page.locator("#number-answer")).to_be_hidden()
+
+
+def test_a_page_of_marks_in_number_mode_says_why_it_is_not_read(context, server):
+    page = _number_page(context, server)
+    for k in range(70):  # 70 separate dots: more marks than a number of 12 digits has
+        x, y = pad_to_page(page, 0.04 + 0.92 * (k % 14) / 13, 0.15 + 0.7 * (k // 14) / 4)
+        page.mouse.click(x, y)
+    expect(page.locator("#error")).to_contain_text("separate marks", timeout=10_000)
+    expect(page.locator("#number-answer")).to_be_hidden()
+    assert page.errors == []

@@ -25,7 +25,7 @@ def test_a_correction_is_stored_with_the_servers_own_reading(client, settings):
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["duplicate"] is False and body["status"] == "pending" and body["predicted"] == 7
+    assert body["duplicate"] is False and body["predicted"] == 7
     db = sqlite3.connect(settings.runtime_dir / "jobs.sqlite")
     row = db.execute("SELECT label, predicted, original, client, claimed_digit, media_type FROM feedback").fetchone()
     label, predicted, original, client_id, claimed, media = row
@@ -37,6 +37,17 @@ def test_the_same_image_is_kept_once(client):
     first = client.post("/feedback", json={"image": _data_url(SEVEN), "label": 7}).json()
     again = client.post("/feedback", files={"file": ("7.png", SEVEN, "image/png")}, data={"label": "7"}).json()
     assert again["duplicate"] is True and again["id"] == first["id"]
+
+
+def test_re_posting_an_image_does_not_tell_how_it_was_reviewed(client, admin):
+    """Anyone holding an image could learn whether an admin accepted or rejected it."""
+    first = client.post("/feedback", json={"image": _data_url(SEVEN), "label": 7}).json()
+    for action in ("accept", "reject"):
+        client.post("/feedback/review", json={"ids": [first["id"]], "action": action}, headers=admin)
+        again = client.post("/feedback", json={"image": _data_url(SEVEN), "label": 7})
+        assert again.status_code == 201
+        assert set(again.json()) == set(first) and "status" not in again.json()
+        assert "accept" not in again.text and "reject" not in again.text
 
 
 @pytest.mark.parametrize(

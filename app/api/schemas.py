@@ -140,7 +140,6 @@ class FeedbackRequest(BaseModel):
 class FeedbackReceipt(BaseModel):
     id: str
     duplicate: bool = Field(..., description="this image was sent before; it is kept once")
-    status: Literal["pending", "accepted", "rejected"]
     model_version: str = Field(..., description="the version that read the image here")
     predicted: int = Field(..., description="its answer")
     input_png: str = Field(..., description="the 28x28 image it read, as base64 PNG")

@@ -69,7 +69,8 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
     """The exact image that was classified and the digit it really is (and, optionally, the model version
     and the answer the page showed). The server reads the image again and keeps it, with its own answer,
     for an admin to review; a correction never trains a model before an admin accepts it. The same
-    image sent twice is kept once. Limited per client (`DIGITS_FEEDBACK_RATE`): 429 with Retry-After."""
+    image sent twice is kept once; the receipt never says how a kept image was reviewed. Limited per
+    client (`DIGITS_FEEDBACK_RATE`): 429 with Retry-After."""
     address = _client_address(request)
     wait = services(request).feedback_limiter.retry_after(address)
     if wait is not None:
@@ -100,6 +101,6 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
     except StoreFull as e:
         raise HTTPException(503, f"{e}; corrections are not being taken now") from None
     return FeedbackReceipt(
-        id=stored.id, duplicate=stored.duplicate, status=stored.status, model_version=model.version,
+        id=stored.id, duplicate=stored.duplicate, model_version=model.version,
         predicted=correction.predicted, input_png=base64.b64encode(correction.input_png).decode(),
     )  # fmt: skip
