@@ -381,6 +381,22 @@ def test_no_access_log_is_honoured(tmp_path, workers):
     assert access_lines(["--no-access-log"]) == 0
 
 
+# ---- issue 22, 9: the access log kept each client's address beside each POST /feedback ------------------
+
+
+def test_the_access_log_keeps_no_client_address(tmp_path):
+    command = [sys.executable, "-m", "digits", "serve", "--workers", "1"]
+    with uvicorn_server(tmp_path / "var", command=command) as s:
+        r = httpx.post(f"{s.url}/predict?return_input=true", json={"pixels": STROKE}, timeout=5)
+        png = base64.b64decode(r.json()["input_png"])
+        sent = httpx.post(f"{s.url}/feedback", files={"file": ("7.png", png, "image/png")}, data={"label": "1"})
+        assert sent.status_code == 201
+        time.sleep(0.3)
+        lines = [json.loads(line) for line in s.log_text().splitlines() if '"uvicorn.access"' in line]
+    assert any(line.get("path") == "/feedback" and line.get("status") == 201 for line in lines)
+    assert all("127.0.0.1" not in json.dumps(line) and "client" not in line for line in lines), lines[:2]
+
+
 # ---- issue 22, 5: no nosniff, framing or referrer policy on any page (a CSP is still to come) -----------
 
 
