@@ -22,6 +22,9 @@ MAX_ROTATE, MAX_SCALE, MAX_ELASTIC = 30.0, 0.3, 3.0  # degrees, relative, pixels
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INIT_SCHEMES, "dtype": DTYPES}
 
 
+MNIST_TRAIN_IMAGES = 60_000  # the validation set is carved from these
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # Sizes of a dense stack (784, hidden..., 10), or a list of layer objects (model.layers) such as
@@ -89,6 +92,11 @@ class TrainConfig:
             p.append("clean_epochs must be >= 0")
         if self.val_size < 0:
             p.append("val_size must be >= 0")
+        if (self.train_size or 0) + self.val_size > MNIST_TRAIN_IMAGES:
+            p.append(
+                f"train_size + val_size must be at most {MNIST_TRAIN_IMAGES} (MNIST's training set), "
+                f"got {self.train_size} + {self.val_size}"
+            )
         if min(self.calibration_drawings, self.held_out_drawings, self.detector_epochs, self.negatives) < 0:
             p.append("calibration_drawings, held_out_drawings, detector_epochs and negatives must be >= 0")
         return p

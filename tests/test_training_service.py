@@ -156,6 +156,8 @@ def test_training_routes_need_the_admin_token(client, headers):
         ({"preset": "huge"}, "preset"),
         ({"preset": "tiny", "optimizer": "lbfgs"}, "optimizer"),
         ({"preset": "tiny", "dropout": 0.5}, "dropout"),
+        ({"preset": "tiny", "train_size": 60_000}, "at most 60000"),  # issue 22.4: was 202, then a failed job
+        ({"preset": "tiny", "train_size": 58_000, "val_size": 5_000}, "at most 60000"),
     ],
 )
 def test_out_of_bounds_settings_are_refused(client, admin, body, message):
