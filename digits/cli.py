@@ -237,14 +237,22 @@ def _holdout_evaluation(net, runtime_dir: Path, database_url: str | None = None)
     return evaluate(net, Dataset(x.reshape(len(x), -1), y)) if len(y) else None
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from model.images import ImageError, read_bytes
+def _predictor(path: str):
+    """The weights file's predictor, or None after saying on stderr why it cannot be read."""
     from model.weights import load_predictor
 
     try:
-        predictor = load_predictor(args.weights)
+        return load_predictor(path)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from model.images import ImageError, read_bytes
+
+    predictor = _predictor(args.weights)
+    if predictor is None:
         return 1
     status = 0
     for path in args.images:
@@ -301,12 +309,9 @@ def _reading_dict(path: str, reading) -> dict:
 def cmd_read(args: argparse.Namespace) -> int:
     from model.images import ImageError, open_image
     from model.numbers import read_number, read_page
-    from model.weights import load_predictor
 
-    try:
-        predictor = load_predictor(args.weights)
-    except WeightsError as e:
-        print(f"error: {e}", file=sys.stderr)
+    predictor = _predictor(args.weights)
+    if predictor is None:
         return 1
     status = 0
     for path in args.images:

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from model.drawings import STYLES, export, glyph
 from model.negatives import LETTERS, TRAIN_FONTS, fonts
-from model.photo_set import redraw
+from model.photo_set import recipe, redraw
 
 SOURCES = ("pen", "mnist")
 GAPS = ("apart", "close", "touching", "overlap")
@@ -180,15 +180,9 @@ def written_number(
     return WrittenNumber(digits, boxes, kind, touching, export(ink, style))
 
 
-def _kinds(rng: np.random.Generator, held_out: bool | None) -> tuple[str, str]:
-    """(pen, canvas): only fitted kinds (held_out False), at least one held-out kind (True), or any."""
-    pools = [(PENS, HELD_OUT_PENS), (CANVASES, HELD_OUT_CANVASES)]
-    if held_out is None:
-        return tuple(str(rng.choice(a + b)) for a, b in pools)
-    if not held_out:
-        return tuple(str(rng.choice(a)) for a, _ in pools)
-    which = int(rng.integers(0, 2))
-    return tuple(str(rng.choice(b if i == which else a + b)) for i, (a, b) in enumerate(pools))
+def _kinds(rng: np.random.Generator, held_out: bool | None) -> tuple[str, ...]:
+    """(pen, canvas), as model.photo_set.recipe draws them."""
+    return recipe(rng, [(PENS, HELD_OUT_PENS), (CANVASES, HELD_OUT_CANVASES)], held_out)
 
 
 def by_label(images: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:

@@ -198,14 +198,19 @@ def photo_of_writing(
     return _finish(page, light, rng)
 
 
-def _kinds(rng: np.random.Generator, held_out: bool | None) -> tuple[str, str, str]:
-    """A recipe: only fitted kinds (held_out False), at least one held-out kind (True), or any (None)."""
-    pools = [(PAPERS, HELD_OUT_PAPERS), (INKS, HELD_OUT_INKS), (LIGHTS, HELD_OUT_LIGHTS)]
+def _kinds(rng: np.random.Generator, held_out: bool | None) -> tuple[str, ...]:
+    """(paper, ink, light), as `recipe` draws them."""
+    return recipe(rng, [(PAPERS, HELD_OUT_PAPERS), (INKS, HELD_OUT_INKS), (LIGHTS, HELD_OUT_LIGHTS)], held_out)
+
+
+def recipe(rng: np.random.Generator, pools: list[tuple[tuple, tuple]], held_out: bool | None) -> tuple[str, ...]:
+    """One kind from each (fitted, held-out) pool: only fitted kinds (held_out False), at least one
+    held-out kind (True), or any (None)."""
     if held_out is None:
         return tuple(str(rng.choice(a + b)) for a, b in pools)
     if not held_out:
         return tuple(str(rng.choice(a)) for a, _ in pools)
-    which = int(rng.integers(0, 3))
+    which = int(rng.integers(0, len(pools)))
     return tuple(str(rng.choice(b if i == which else a + b)) for i, (a, b) in enumerate(pools))
 
 

@@ -203,19 +203,10 @@
     answerEl.dataset.answeredAt = performance.now().toFixed(1);
   }
 
-  // One image (a data URL) to /predict, with the 28x28 input it was read as.
-  async function predict(image) {
-    const response = await fetch("/predict?return_input=true", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ image }),
-    });
-    return { response, body: await response.json().catch(() => ({})) };
-  }
-
-  // One image (a data URL) to /read: the number's digits, each with its box and the 28x28 it was read as.
-  async function readNumber(image) {
-    const response = await fetch("/read?return_input=true", {
+  // One image (a data URL) to /predict (one digit) or /read (a number: each digit with its box), with
+  // the 28x28 input each digit was read as.
+  async function send(path, image) {
+    const response = await fetch(path + "?return_input=true", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ image }),
@@ -344,7 +335,7 @@
     const sentImage = inkImage(mode === "number" ? NUMBER_SIDE : SEND_SIDE);
     const sent = sentCrop;
     try {
-      const { response, body } = await (sentMode === "number" ? readNumber(sentImage) : predict(sentImage));
+      const { response, body } = await send(sentMode === "number" ? "/read" : "/predict", sentImage);
       if (!strokes.length) showBlank();
       else if (sentAfter !== removals || sentMode !== mode) pending = true;  // the drawing changed meanwhile: ask again
       else if (response.ok && sentMode === "number") numberRead(body, sent, sentRevision);
@@ -432,7 +423,7 @@
     const photoRevision = ++revision;
     try {
       const asNumber = mode === "number";
-      const { response, body } = await (asNumber ? readNumber(image) : predict(image));
+      const { response, body } = await send(asNumber ? "/read" : "/predict", image);
       if (photoFigure.hidden || revision !== photoRevision) return;  // cleared or drawn on meanwhile
       if (response.ok && asNumber) numberRead(body, null, photoRevision);
       else if (response.ok) answered(body, image, photoRevision);
