@@ -118,7 +118,7 @@ def ink_image(img: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
     pixel is in the image (x, y): it may be cropped to the drawn area (only empty background is
     removed), which to_mnist does anyway.
     """
-    if _has_alpha(img):
+    if has_alpha(img):
         rgba = img.convert("RGBA")
         bbox = rgba.getchannel("A").getbbox()  # in C: where anything at all was drawn
         if bbox is None:
@@ -186,7 +186,7 @@ def read(img: Image.Image) -> tuple[np.ndarray, bool]:
     """An opened image -> ((28, 28) float32 in [0, 1], ink bright; True if it was a photo or scan of
     paper, cleaned first by model.photos). A drawing or an MNIST-style image is read as it is."""
     img = load(img)
-    if not _has_alpha(img):
+    if not has_alpha(img):
         gray = np.asarray(img.convert("L"))
         if not photos.is_clean(gray):
             try:
@@ -196,7 +196,7 @@ def read(img: Image.Image) -> tuple[np.ndarray, bool]:
     return to_mnist(ink_image(img)[0]), False
 
 
-def _has_alpha(img: Image.Image) -> bool:
+def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from model import photos
-from model.images import ImageError, _has_alpha, ink_image, load, to_mnist
+from model.images import ImageError, has_alpha, ink_image, load, to_mnist
 from model.predictor import Answers
 
 MAX_DIGITS = 12
@@ -80,7 +80,7 @@ def read_page(img: Image.Image) -> Page:
     turned = (img.size[0] > img.size[1]) != (original[0] > original[1])  # the camera's orientation
     ow, oh = original[::-1] if turned else original
     scale = (ow / img.size[0], oh / img.size[1])
-    if not _has_alpha(img):
+    if not has_alpha(img):
         gray = np.asarray(img.convert("L"))
         if not photos.is_clean(gray):
             marks, reduced = photos.marks_of_page(gray)
