@@ -8,10 +8,12 @@ recognition-based segmentation, as in classic OCR:
    vertical ink profile is thinnest (where two touching digits meet), into several candidate parts;
 2. short marks well away from the digits' height (a dash, a dot) are set aside as marks, reported;
 3. every run of up to MAX_PER_DIGIT neighbouring parts that could be one digit (not wider than a
-   digit, no clear space inside) is cut out and read by the network, all in one batch;
+   digit, no clear space inside) is cut out and read by the network, all in one batch, and judged
+   by the segment verifier (model.segments: is this one whole digit, or a fragment, or two?);
 4. `best_reading`: dynamic programming picks the split of all parts into digits whose readings are
-   most confident together; when a split into another number of digits is nearly as good, the
-   reading is `ambiguous` rather than silently a digit short (or long).
+   most confident together; when a split into another number of digits is nearly as good, or the
+   verifier doubts a chosen run, the reading is `ambiguous` rather than silently a digit short (or
+   long).
 
 The same steps read canvas drawings and photos of paper (model.photos cleans a photo first, and
 finishes each digit's strokes to MNIST's proportions); each digit then goes through
@@ -39,7 +41,6 @@ MAX_WIDTH = 1.5  # a digit's width at most, in line heights (a wide 0, slanted, 
 CUT_FROM = 0.6  # pieces wider than this (in line heights) may be two or more touching digits
 MAX_CUTS = 10  # per piece
 CUT_SPACING = 0.2  # of the line height, between two cuts of a piece
-CUT_THIN = 0.0  # columns with at most this much ink (in pen widths) are cuts too, minima or not
 CUT_MARGIN = 0.15  # of the line height: no cut nearer a piece's end
 LINK_GAP = 0.06  # parts further apart than this (in line heights) are never one digit
 MIN_HEIGHT = 0.55  # a digit is at least this tall (in line heights): shorter runs are a digit's fragments
@@ -236,7 +237,7 @@ def _cuts(labels: np.ndarray, label: int, box: tuple[int, int, int, int], line: 
     found = []
     for c in range(margin, len(smooth) - margin):
         lo, hi = max(0, c - k), min(len(smooth), c + k + 1)
-        if smooth[c] <= smooth[lo:hi].min() + 1e-6 or smooth[c] <= CUT_THIN * pen:
+        if smooth[c] <= smooth[lo:hi].min() + 1e-6:
             found.append((float(smooth[c]), c))
     chosen: list[int] = []
     for _, c in sorted(found):
