@@ -39,7 +39,9 @@ class PredictPixels(BaseModel):
     scale: Literal["auto", "unit", "byte"] = "auto"
 
 
-class Prediction(BaseModel):
+class DigitAnswer(BaseModel):
+    """One digit's answer: the fields /predict and each digit of /read share."""
+
     digit: int = Field(..., ge=0, le=N_CLASSES - 1)
     confidence: float = Field(..., description="calibrated probability of `digit`")
     probabilities: list[float] = Field(..., min_length=N_CLASSES, max_length=N_CLASSES, description="P(0)..P(9), sum 1")
@@ -48,6 +50,9 @@ class Prediction(BaseModel):
     not_a_digit_score: float | None = Field(
         None, description="P(not a digit) from the model's detector; absent for models without one"
     )
+
+
+class Prediction(DigitAnswer):
     model_version: str
     input_png: str | None = Field(None, description="with ?return_input=true: the 28x28 input as base64 PNG")
 
@@ -80,14 +85,8 @@ class Box(BaseModel):
     height: int
 
 
-class ReadDigit(BaseModel):
+class ReadDigit(DigitAnswer):
     box: Box
-    digit: int = Field(..., ge=0, le=N_CLASSES - 1)
-    confidence: float = Field(..., description="calibrated probability of `digit`")
-    probabilities: list[float] = Field(..., min_length=N_CLASSES, max_length=N_CLASSES, description="P(0)..P(9), sum 1")
-    uncertain: bool = Field(..., description="not sure of this digit")
-    not_a_digit: bool = Field(False, description="this mark does not look like a digit (a letter, a scribble)")
-    not_a_digit_score: float | None = None
     input_png: str | None = Field(None, description="with ?return_input=true: the 28x28 input as base64 PNG")
 
 

@@ -21,6 +21,7 @@ from app.api.schemas import BatchItem, BatchItemError, BatchResponse, Prediction
 from app.services.image_work import Budget, ImageWork
 from app.services.registry import LoadedModel
 from model.images import ImageError, to_png
+from model.predictor import Answers
 
 router = APIRouter(tags=["predict"])
 # Both routes leave unset fields out of answers and document the same error statuses.
@@ -34,23 +35,29 @@ def _predictions(
     """x (m, 28, 28) -> m answers, with the model's calibration and detector (or the server's override);
     photo (m,): which were photos of paper (they have a calibration of their own)."""
     answers = model.predictor.answer(x.reshape(len(x), -1), services(request).settings.uncertain_below, photo)
-    out = []
-    for i, probs in enumerate(answers.probabilities):
-        digit = int(np.argmax(probs))
-        services(request).metrics.count_prediction(digit)
-        out.append(
-            Prediction(
-                digit=digit,
-                confidence=float(probs[digit]),
-                probabilities=[float(p) for p in probs],
-                uncertain=bool(answers.uncertain[i]),
-                not_a_digit=bool(answers.is_not_digit[i]),
-                not_a_digit_score=float(answers.not_digit[i]) if answers.not_digit is not None else None,
-                model_version=model.version,
-                input_png=base64.b64encode(to_png(x[i])).decode() if return_input else None,
-            )
+    return [
+        Prediction(
+            **digit_answer(request, answers, i),
+            model_version=model.version,
+            input_png=base64.b64encode(to_png(x[i])).decode() if return_input else None,
         )
-    return out
+        for i in range(len(x))
+    ]
+
+
+def digit_answer(request: Request, answers: Answers, i: int) -> dict:
+    """The DigitAnswer fields of row i of the predictor's answers; counted in the metrics."""
+    probs = answers.probabilities[i]
+    digit = int(np.argmax(probs))
+    services(request).metrics.count_prediction(digit)
+    return {
+        "digit": digit,
+        "confidence": float(probs[digit]),
+        "probabilities": [float(p) for p in probs],
+        "uncertain": bool(answers.uncertain[i]),
+        "not_a_digit": bool(answers.is_not_digit[i]),
+        "not_a_digit_score": float(answers.not_digit[i]) if answers.not_digit is not None else None,
+    }
 
 
 async def _normalise(work: ImageWork, budget: Budget, data: bytes) -> tuple[np.ndarray, bool]:

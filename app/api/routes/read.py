@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from app.api.deps import loaded_model, services
 from app.api.inputs import InputError, batch_payloads, image_error, single_input
 from app.api.predict_docs import ERRORS, read_body
-from app.api.routes.predict import ReturnInput
+from app.api.routes.predict import ReturnInput, digit_answer
 from app.api.schemas import (
     BatchItemError,
     Box,
@@ -45,24 +45,14 @@ def _box(b: tuple[int, int, int, int]) -> Box:
 
 
 def _answer(request: Request, reading: Reading, model: LoadedModel, return_input: bool) -> NumberReading:
-    a = reading.answers
-    digits = []
-    for d in reading.digits:
-        probs = a.probabilities[d.row]
-        digit = int(np.argmax(probs))
-        services(request).metrics.count_prediction(digit)
-        digits.append(
-            ReadDigit(
-                box=_box(d.box),
-                digit=digit,
-                confidence=float(probs[digit]),
-                probabilities=[float(p) for p in probs],
-                uncertain=bool(a.uncertain[d.row]),
-                not_a_digit=bool(a.is_not_digit[d.row]),
-                not_a_digit_score=float(a.not_digit[d.row]) if a.not_digit is not None else None,
-                input_png=base64.b64encode(to_png(d.pixels)).decode() if return_input else None,
-            )
+    digits = [
+        ReadDigit(
+            **digit_answer(request, reading.answers, d.row),
+            box=_box(d.box),
+            input_png=base64.b64encode(to_png(d.pixels)).decode() if return_input else None,
         )
+        for d in reading.digits
+    ]
     unsure = reading.ambiguous or any(d.uncertain or d.not_a_digit for d in digits)
     return NumberReading(
         number="".join(str(d.digit) for d in digits if not d.not_a_digit),
