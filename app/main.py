@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from app.api.deps import Services
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
-from app.api.routes import feedback, models, ops, pages, predict, read, review, train
+from app.api.routes import explain, feedback, models, ops, pages, predict, read, review, train
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.infra import prometheus
 from app.infra.blas import use_one_blas_thread
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(prometheus.MetricsMiddleware, metrics=metrics)
-    areas = (predict, read, feedback, review, models, train, ops, pages)
+    areas = (predict, read, explain, feedback, review, models, train, ops, pages)
     for router in (area.router for area in areas):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")

@@ -59,6 +59,11 @@ class Layer:
         """Fill self.grads from dy = dLoss/dy; return dLoss/dx (unless need_dx is False)."""
         raise NotImplementedError
 
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """dLoss/dx at inference, from dy and this layer's input x and output y: the backward pass with
+        nothing kept from the forward one, so serving threads can explain answers at the same time."""
+        raise NotImplementedError
+
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind}
 
@@ -140,21 +145,25 @@ class Conv2D(Layer):
         dy2 = dy.reshape(-1, self.filters)  # (m*OH*OW, F)
         np.matmul(self.cols.T, dy2, out=self.grads["W"])  # (K*K*C, m*OH*OW) @ (m*OH*OW, F)
         np.matmul(self.ones(len(dy2), dy.dtype), dy2, out=self.grads["b"])  # sum over the batch, in BLAS
-        if not need_dx:
-            return None
+        return self._dx(dy2, self.m, training=True) if need_dx else None
+
+    def _dx(self, dy2: np.ndarray, m: int, training: bool) -> np.ndarray:
         K, (OH, OW), C = self.size, self.out_hw, self.channels
         # dcols[k] = dy @ W_k^T for each kernel offset k: (m*OH*OW, F) @ (F, C) -> (K*K, m*OH*OW, C), so
         # that each offset's gradient is one contiguous image to add back (6 ms, not 15, at C=32)
         W_k = self.params["W"].reshape(K * K, C, self.filters).transpose(0, 2, 1)
-        dcols = self.buffer("dcols", (K * K, len(dy2), C), dy.dtype)
+        dcols = self.buffer("dcols", (K * K, len(dy2), C), dy2.dtype, training)
         np.matmul(dy2, W_k, out=dcols)
-        dcols = dcols.reshape(K, K, self.m, OH, OW, C)
-        dx = self.buffer("dx", (self.m, *self.in_shape), dy.dtype)
+        dcols = dcols.reshape(K, K, m, OH, OW, C)
+        dx = self.buffer("dx", (m, *self.in_shape), dy2.dtype, training)
         dx.fill(0)
         for i in range(K):  # col2im: every patch adds its gradient back where it was read from
             for j in range(K):
                 dx[:, i : i + OH, j : j + OW, :] += dcols[i, j]
         return dx
+
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self._dx(dy.reshape(-1, self.filters), len(x), training=False)
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "filters": self.filters, "size": self.size}
@@ -163,9 +172,11 @@ class Conv2D(Layer):
 class MaxPool2D(Layer):
     """Non-overlapping max pooling: (m, H, W, C) -> (m, H/s, W/s, C).
 
-    The gradient goes to every input equal to its window's maximum. Ties between distinct inputs
-    are what would send it twice; they need two equal floats under one window, and where they
-    happen in practice (zeros after a ReLU) the ReLU's own gradient is zero anyway.
+    The gradient of a window's maximum goes to the input that holds it; where several inputs tie for
+    it, they share it equally (a subgradient: the shares add up to one). Ties are common here: a blank
+    area convolves to the bias alone, and in the shipped CNN pooling comes before batch norm and ReLU,
+    so those areas can be active. Sending the whole gradient to each tied input, as this layer once did,
+    counted a blank window's gradient four times.
     """
 
     kind = "maxpool"
@@ -194,14 +205,27 @@ class MaxPool2D(Layer):
                 if i or j:
                     np.maximum(y, w[:, :, i, :, j, :], out=y)
         if training:  # where the maxima were, kept now: the next layer may change y in place
-            self.at_max = self.buffer("at_max", w.shape, np.dtype(bool))
-            np.equal(w, y[:, :, None, :, None, :], out=self.at_max)  # (m, OH, s, OW, s, C)
+            self.shares = self._shares(w, y, training)
         return y
 
+    def _shares(self, w: np.ndarray, y: np.ndarray, training: bool) -> np.ndarray:
+        """(m, OH, s, OW, s, C): each input's share of its window's gradient, 1 / (inputs at the maximum)."""
+        at_max = self.buffer("at_max", w.shape, np.dtype(bool), training)
+        np.equal(w, y[:, :, None, :, None, :], out=at_max)
+        shares = self.buffer("shares", w.shape, y.dtype, training)
+        return np.divide(at_max, at_max.sum(axis=(2, 4), keepdims=True, dtype=y.dtype), out=shares)
+
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        dx = self.buffer("dx", self.at_max.shape, dy.dtype)
-        np.multiply(self.at_max, dy[:, :, None, :, None, :], out=dx)
+        return self._route(self.shares, dy, self.buffer("dx", self.shares.shape, dy.dtype))
+
+    def _route(self, shares: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+        """Each window's gradient to where its maximum was: (m, OH, OW, C) -> (m, H, W, C)."""
+        np.multiply(shares, dy[:, :, None, :, None, :], out=dx)
         return dx.reshape(len(dy), *self.in_shape)
+
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        shares = self._shares(self._windows(x), y, training=False)
+        return self._route(shares, dy, np.empty(shares.shape, dy.dtype))
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "size": self.size}
@@ -221,6 +245,9 @@ class ReLU(Layer):
         self.y = None
         return dy
 
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return dy * (y > 0)
+
 
 class Flatten(Layer):
     kind = "flatten"
@@ -234,6 +261,9 @@ class Flatten(Layer):
 
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         return dy.reshape(len(dy), *self.in_shape)
+
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return dy.reshape(x.shape)
 
 
 class Dense(Layer):
@@ -272,6 +302,9 @@ class Dense(Layer):
         dx = self.buffer("dx", self.x.shape, dy.dtype)
         return np.matmul(dy, self.params["W"].T, out=dx)  # (m, n_out) @ (n_out, n_in) -> (m, n_in)
 
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return dy @ self.params["W"].T  # (m, n_out) @ (n_out, n_in) -> (m, n_in)
+
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "units": self.units}
 
@@ -309,7 +342,7 @@ class BatchNorm(Layer):
         gamma, beta = self.params["gamma"], self.params["beta"]
         y = self.buffer("y", x2.shape, x.dtype, training)
         if not training:  # y = x * scale + shift, per channel, from the running statistics
-            scale = (gamma / np.sqrt(self.state["var"] + self.eps)).astype(x.dtype)
+            scale = self._scale(x.dtype)
             np.multiply(x2, scale, out=y)
             y += (beta - self.state["mean"] * scale).astype(x.dtype)
             return y.reshape(x.shape)
@@ -327,6 +360,13 @@ class BatchNorm(Layer):
         y += beta
         self.xc = xc
         return y.reshape(x.shape)
+
+    def _scale(self, dtype: np.dtype) -> np.ndarray:
+        """Inference's per-channel factor gamma / sqrt(running var + eps): y = x * scale + shift."""
+        return (self.params["gamma"] / np.sqrt(self.state["var"] + self.eps)).astype(dtype)
+
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return dy * self._scale(dy.dtype)  # at inference the statistics are constants: dy/dx is the scale
 
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         dy2 = dy.reshape(-1, self.channels)
@@ -376,6 +416,9 @@ class Dropout(Layer):
 
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         return dy if self.mask is None else np.multiply(dy, self.mask, out=self.buffer("dx", dy.shape, dy.dtype))
+
+    def input_gradient(self, dy: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return dy  # the identity at inference
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "rate": self.rate}

@@ -176,6 +176,24 @@ class Network:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
 
+    # ---- looking inside (model.explain) ----------------------------------------------------------
+
+    def trace(self, X: np.ndarray) -> list[np.ndarray]:
+        """Every array of the forward pass at inference: [the input in the first layer's shape, layer 0's
+        output, ..., the logits], len(layers) + 1 arrays. Thread-safe, as predict_proba."""
+        outputs = [self._as_input(X)]
+        for layer in self.layers:
+            outputs.append(layer.forward(outputs[-1], training=False))
+        return outputs
+
+    def input_gradient(self, outputs: list[np.ndarray], dlogits: np.ndarray) -> np.ndarray:
+        """The backward pass at inference over a trace: d(sum(dlogits * logits)) / d(input), (m, n_inputs).
+        With dlogits one-hot at a and -1 at b it is how each pixel moves the logit gap z_a - z_b."""
+        dy = np.asarray(dlogits, self.dtype)
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i].input_gradient(dy, outputs[i], outputs[i + 1])
+        return dy.reshape(len(dy), -1)
+
     # ---- training ------------------------------------------------------------------------------
 
     def backprop(self, X: np.ndarray, y: np.ndarray) -> BatchResult:

@@ -30,6 +30,13 @@ class Predictor:
     def temperature(self) -> float:
         return self.card.calibration.temperature if self.card.calibration else 1.0
 
+    def temperature_of(self, photo: bool) -> float:
+        """The calibration's temperature for a drawing, or for a photo of paper (which has its own)."""
+        cal = self.card.calibration
+        if photo and cal is not None and cal.photo_temperature is not None:
+            return cal.photo_temperature
+        return self.temperature
+
     @property
     def uncertain_below(self) -> float:
         return self.card.calibration.uncertain_below if self.card.calibration else DEFAULT_UNCERTAIN_BELOW

@@ -121,6 +121,77 @@ class ReadBatchResponse(BaseModel):
     items: list[ReadBatchItem]
 
 
+class Encoded(BaseModel):
+    """An array as bytes: value = low + byte * (high - low) / 255, row-major over `shape` (base64)."""
+
+    shape: list[int]
+    low: float
+    high: float
+    data: str = Field(..., description="base64 of prod(shape) unsigned bytes")
+
+
+class LayerActivation(BaseModel):
+    """One layer's output for this input, the batch axis left out."""
+
+    index: int = Field(..., description="the layer's position in the network's list (0 is the first)")
+    kind: str = Field(..., examples=["conv"])
+    name: str = Field(..., examples=["convolution 5x5, 16 filters"])
+    shape: list[int] = Field(..., description="(height, width, channels) of feature maps, or (units,)")
+    values: list[float] | None = Field(None, description="a vector's values to 6 significant digits (dense layers)")
+    maps: Encoded | None = Field(None, description="feature maps (height, width, channels), quantised")
+
+
+class FirstLayer(BaseModel):
+    """The first weighted layer's units as pictures: a convolution's KxK filters, or a dense unit's 784
+    weights as 28x28; the most active for this input first, at most 32."""
+
+    layer: int
+    kind: str
+    count: int = Field(..., description="how many units or filters the layer has in all")
+    units: list[int] = Field(..., description="which units the pictures are, in order")
+    weights: Encoded = Field(..., description="(len(units), height, width)")
+
+
+class Attribution(BaseModel):
+    """Which pixels pushed toward `answer` (positive) rather than `versus` (negative); 28x28 maps."""
+
+    answer: int
+    versus: int = Field(..., description="the runner-up")
+    logit_gap: float = Field(..., description="z_answer - z_versus, before calibration")
+    gradient: Encoded = Field(..., description="d(z_answer - z_versus)/dx at each pixel, by the backward pass")
+    contribution: Encoded = Field(..., description="gradient * input: the ink that is there, weighed")
+    occlusion: Encoded = Field(..., description="how much the gap falls when the pixel's 4x4 patch is erased")
+
+
+class SumTerm(BaseModel):
+    input: int = Field(..., description="index of the input (the layer's previous activation)")
+    weight: float
+    x: float
+
+
+class UnitSum(BaseModel):
+    """z = sum of w*x over the unit's inputs, plus its bias: the largest terms, the rest added up."""
+
+    layer: int
+    unit: int
+    terms: list[SumTerm]
+    rest: float = Field(..., description="the sum of the other terms")
+    rest_count: int
+    bias: float
+    value: float = Field(..., description="the unit's value in the forward pass: terms + rest + bias")
+
+
+class Explanation(BaseModel):
+    prediction: Prediction
+    network: str = Field(..., examples=["16C5-P2-BN-64C5-P2-BN-256-BN-10"])
+    temperature: float = Field(..., description="the calibration's: probabilities are softmax(logits / T)")
+    input: Encoded = Field(..., description="the 28x28 input the network read")
+    layers: list[LayerActivation]
+    first_layer: FirstLayer
+    attribution: Attribution
+    unit_sum: UnitSum | None = Field(None, description="with ?layer=L&unit=U: that dense unit's sum")
+
+
 class PredictBatchJSON(BaseModel):
     model_config = ConfigDict(extra="forbid")
     images: list[str] = Field(..., min_length=1, description="data URLs or base64 image files")

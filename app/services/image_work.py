@@ -15,13 +15,16 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
 from model import numbers
 from model.images import ImageError, decode_cost, open_image, read
 
+T = TypeVar("T")
 INLINE_COST = 512 * 512  # a few milliseconds of decoding at most
 DECODE_NICENESS = 10
 
@@ -69,7 +72,7 @@ class ImageWork:
         budget.spend(cost)
         if cost <= INLINE_COST:
             return read(img)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, read, img)
+        return await self.in_pool(lambda: read(img))
 
     async def read_number(self, data: bytes, budget: Budget, classify: numbers.Classify) -> numbers.Reading:
         """Image file bytes -> the number written on it (model.numbers); raises ImageError. Always in the
@@ -77,15 +80,15 @@ class ImageWork:
         the pad), which would stall the event loop."""
         img = open_image(data, self.max_pixels)
         budget.spend(decode_cost(img, data))
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: numbers.read_number(numbers.read_page(img), classify)
-        )
+        return await self.in_pool(lambda: numbers.read_number(numbers.read_page(img), classify))
 
     async def read_number_of_ink(self, ink: np.ndarray, classify: numbers.Classify) -> numbers.Reading:
         """A number from ink already decoded (JSON pixels)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: numbers.read_number(numbers.page_of_ink(ink), classify)
-        )
+        return await self.in_pool(lambda: numbers.read_number(numbers.page_of_ink(ink), classify))
+
+    async def in_pool(self, work: Callable[[], T]) -> T:
+        """Run work of some milliseconds (a reading, an explanation) off the event loop, in the pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

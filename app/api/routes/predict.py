@@ -29,7 +29,7 @@ ANSWERS = {"response_model_exclude_none": True, "responses": ERRORS}
 ReturnInput = Annotated[bool, Query(description="include the 28x28 image the model saw")]
 
 
-def _predictions(
+def predictions(
     request: Request, x: np.ndarray, photo: np.ndarray, model: LoadedModel, return_input: bool
 ) -> list[Prediction]:
     """x (m, 28, 28) -> m answers, with the model's calibration and detector (or the server's override);
@@ -60,7 +60,7 @@ def digit_answer(request: Request, answers: Answers, i: int) -> dict:
     }
 
 
-async def _normalise(work: ImageWork, budget: Budget, data: bytes) -> tuple[np.ndarray, bool]:
+async def normalise_image(work: ImageWork, budget: Budget, data: bytes) -> tuple[np.ndarray, bool]:
     """Image bytes -> ((28, 28) input, a photo?), or the InputError a client should see."""
     try:
         return await work.normalise(data, budget)
@@ -77,8 +77,8 @@ async def predict(request: Request, return_input: ReturnInput = False) -> Predic
     x, photo = await single_input(request), False
     if isinstance(x, bytes):
         work: ImageWork = services(request).image_work
-        x, photo = await _normalise(work, work.budget(), x)
-    return _predictions(request, x.reshape(1, *x.shape), np.array([photo]), model, return_input)[0]
+        x, photo = await normalise_image(work, work.budget(), x)
+    return predictions(request, x.reshape(1, *x.shape), np.array([photo]), model, return_input)[0]
 
 
 async def _batch_input(
@@ -89,7 +89,7 @@ async def _batch_input(
     if isinstance(payload, InputError):
         return BatchItemError(status=payload.status, detail=str(payload.detail))
     try:
-        return await _normalise(work, budget, payload)
+        return await normalise_image(work, budget, payload)
     except InputError as e:
         return BatchItemError(status=e.status, detail=str(e.detail))
 
@@ -116,7 +116,7 @@ async def predict_batch(request: Request, return_input: ReturnInput = False) -> 
     del payloads
     good = [i for i, x in enumerate(inputs) if not isinstance(x, BatchItemError)]
     x, photo = np.stack([inputs[i][0] for i in good]) if good else None, np.array([inputs[i][1] for i in good])
-    answers = _predictions(request, x, photo, model, return_input) if good else []
+    answers = predictions(request, x, photo, model, return_input) if good else []
     rows = dict(zip(good, answers, strict=True))
     items = []
     for i, x in enumerate(inputs):
