@@ -156,6 +156,7 @@
     boxesEl.replaceChildren();
     reading = null;
     picked = null;
+    document.dispatchEvent(new CustomEvent("digits:blank"));
   }
 
   function setRow(row, p, best) {
@@ -201,6 +202,10 @@
     thanksEl.textContent = "";
     answerEl.dataset.revision = String(answeredRevision);
     answerEl.dataset.answeredAt = performance.now().toFixed(1);
+    // The inside view (inside.js) follows the answer of the finished drawing, never before it: not while
+    // the pen is down, nor for a drawing that has changed since.
+    const settled = !current && answeredRevision === revision;
+    document.dispatchEvent(new CustomEvent("digits:answered", { detail: { image, result: body, settled } }));
   }
 
   // One image (a data URL) to /predict (one digit) or /read (a number: each digit with its box), with
