@@ -1,7 +1,8 @@
 """Screenshots of both pages at desktop and phone width, for the README: python docs/make_screenshots.py
 
 Starts a real server with the shipped weights, draws a digit on the pad, runs a tiny training job from
-the admin page, and saves docs/{draw,number,admin}-{desktop,phone}.png and docs/photo-phone.png.
+the admin page, and saves docs/{draw,number,admin}-{desktop,phone}.png and docs/photo-phone.png; then
+the inside view for each shipped network: docs/inside-{seed,mlp,cnn}.png and docs/inside-phone.png.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ sys.path.insert(0, str(DOCS.parent))
 from browser import (  # noqa: E402
     ARGS,
     CHROMIUM,
+    FOUR_OR_NINE,
     SHAPES,
     draw_digit,
+    mouse_stroke,
     number_strokes,
     touch_stroke,
     wait_number,
@@ -42,6 +45,47 @@ def _photo(folder: Path) -> tuple[str, int]:
     p = photo(test.x[3].reshape(28, 28), int(test.y[3]), np.random.default_rng(3), "ruled", "ballpoint-blue", "shadow")
     (folder / "photo.jpg").write_bytes(p.jpeg)
     return str(folder / "photo.jpg"), p.label
+
+
+def _serve(server, version: str) -> None:
+    import time
+
+    import httpx
+
+    r = httpx.post(f"{server.url}/models/{version}/activate", headers={"Authorization": f"Bearer {TOKEN}"})
+    r.raise_for_status()
+    time.sleep(1.2)  # the worker follows the pointer within a second
+
+
+def inside_views(browser, server) -> None:
+    """The inside view's top (the map, the first layer, the equations) for each network; the CNN's on the
+    4 that could be a 9, and on a phone."""
+    for version, name, viewport, scale in (
+        ("seed", "seed", {"width": 1100, "height": 800}, 1),
+        ("default", "mlp", {"width": 1100, "height": 800}, 1),
+        ("cnn", "cnn", {"width": 1100, "height": 800}, 1),
+        ("cnn", "phone", {"width": 390, "height": 844}, 2),
+    ):
+        _serve(server, version)
+        ctx = browser.new_context(viewport=viewport, device_scale_factor=scale, has_touch=True)
+        page = ctx.new_page()
+        page.goto(server.url + "/")
+        for stroke in FOUR_OR_NINE if version == "cnn" else SHAPES[7]:
+            mouse_stroke(page, stroke)
+        wait_prediction(page)
+        page.click("#inside-open")
+        page.wait_for_function(
+            "document.querySelector('#inside').dataset.revision === document.querySelector('.answer').dataset.revision"
+        )
+        page.locator("#equation-rows button.unit, li[data-kind=dense] button.unit").first.click()
+        page.wait_for_selector("#unit-sum h4")
+        page.wait_for_timeout(500)
+        box = page.locator("#inside").bounding_box()
+        top = page.evaluate("window.scrollY") + box["y"]
+        height = min(box["height"], 1500 if name == "seed" else 1200)
+        page.screenshot(path=DOCS / f"inside-{name}.png", full_page=True, clip={**box, "y": top, "height": height})
+        ctx.close()
+    _serve(server, "cnn")
 
 
 def main() -> None:
@@ -107,6 +151,7 @@ def main() -> None:
             page.wait_for_timeout(300)
             page.screenshot(path=DOCS / f"admin-{name}.png", full_page=True)
             ctx.close()
+        inside_views(browser, server)
         browser.close()
     print("wrote", ", ".join(sorted(p.name for p in DOCS.glob("*.png"))))
 

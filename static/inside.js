@@ -146,11 +146,13 @@
     const list = $("equation-rows");
     const items = [];
     const x = document.createElement("li");
-    x.innerHTML = `<code>X</code> <span class="muted">(784)</span>: the 28\u00d728 input above, row by row, 0 to 1`;
+    x.innerHTML = `<code>X</code> <span class="muted">(784)</span>: the 28\u00d728 input, row by row, 0 to 1 `;
+    x.append(mapCanvas(decode(body.input), 28, 28, 1, 0, 0, 1, 2, "the input X"));
     items.push(x);
     for (const row of rows) {
       const li = document.createElement("li");
-      li.innerHTML = `<code>${row.text}</code> <span class="muted">(${row.layer.shape[0]})</span> `;
+      const n = row.layer.shape[0];
+      li.innerHTML = `<code>${row.text}</code> <span class="muted">(${n})${n > SHOWN_UNITS ? `: the ${TOP_UNITS} largest` : ""}</span> `;
       li.append(bars(row.layer, row.name.startsWith("Z") ? (l, u, at) => unitSum(l, u, row.name, at) : null));
       items.push(li);
     }

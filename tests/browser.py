@@ -31,6 +31,13 @@ SHAPES = {
     4: [[(0.32, 0.15), (0.26, 0.55), (0.74, 0.55)], [(0.62, 0.3), (0.6, 0.85)]],
 }
 
+# A 4 whose arms nearly close at the top: the CNN reads it, unsure, as a 4 or a 9.
+FOUR_OR_NINE = [
+    [(0.36, 0.16), (0.3, 0.52), (0.72, 0.52)],
+    [(0.36, 0.16), (0.54, 0.12), (0.68, 0.18)],
+    [(0.68, 0.18), (0.66, 0.88)],
+]
+
 
 def pad_to_page(page, u: float, v: float) -> tuple[float, float]:
     """0..1 of the drawing surface -> page coordinates, inside the canvas border."""

@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from browser import ARGS, CHROMIUM, draw_digit, mouse_stroke, wait_prediction
+from browser import ARGS, CHROMIUM, FOUR_OR_NINE, draw_digit, mouse_stroke, wait_prediction
 from conftest import STROKE
 from playwright.sync_api import expect, sync_playwright
 from servers import uvicorn_server
@@ -14,12 +14,6 @@ from test_browser import PEN_UP_TO_ANSWER
 
 pytestmark = pytest.mark.browser
 TOKEN = "inside-token"
-# A 4 whose arms nearly close at the top: the CNN reads it, unsure, as a 4 or a 9.
-FOUR_OR_NINE = [
-    [(0.36, 0.16), (0.3, 0.52), (0.72, 0.52)],
-    [(0.36, 0.16), (0.54, 0.12), (0.68, 0.18)],
-    [(0.68, 0.18), (0.66, 0.88)],
-]
 ANSWERED = (
     "() => document.querySelector('.answer').dataset.revision === document.querySelector('#draw').dataset.revision"
 )
