@@ -219,8 +219,8 @@ def test_admin_form_offers_what_the_api_accepts(client):
 
 
 def test_metrics_folder_follows_the_settings_given_to_create_app(tmp_path):
-    """Without PROMETHEUS_MULTIPROC_DIR, the app keeps its metrics under the runtime folder it is given,
-    not the one the environment names."""
+    """Without PROMETHEUS_MULTIPROC_DIR, the app keeps its metrics in the folder of the runtime folder it
+    is given (in shared memory, off the data disk: issue 22, 1), not of the one the environment names."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["DIGITS_RUNTIME_DIR"] = str(tmp_path / "from-env")
     code = (
@@ -233,5 +233,12 @@ def test_metrics_folder_follows_the_settings_given_to_create_app(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert any((tmp_path / "given" / "metrics").glob("*.db"))
-    assert not (tmp_path / "from-env" / "metrics").exists()
+    from app.infra.prometheus import default_folder
+
+    given, from_env = default_folder(tmp_path / "given"), default_folder(tmp_path / "from-env")
+    assert given != from_env and str(given).startswith("/dev/shm/")  # this machine has shared memory
+    try:
+        assert any(given.glob("*.db"))
+        assert not from_env.exists()
+    finally:
+        shutil.rmtree(given, ignore_errors=True)

@@ -407,3 +407,49 @@ def test_pages_carry_security_headers(client):
         assert r.headers["x-content-type-options"] == "nosniff"
     answer = client.post("/predict", json={"pixels": STROKE})
     assert answer.headers["x-content-type-options"] == "nosniff" and "x-frame-options" not in answer.headers
+
+
+# ---- issue 22, 1: a full disk under the runtime folder killed the web workers with SIGBUS ---------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+def test_22_1_a_full_runtime_disk_costs_only_the_writes_that_need_it(tmp_path):
+    """The runtime folder on a real 64 MiB tmpfs, filled to the last block while two workers serve. New
+    metrics series (every route and status) must not crash a worker (prometheus_client's memory-mapped
+    files died with SIGBUS there); predictions, /healthz and the list of versions go on; a correction is
+    stored or refused with a 503."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    try:
+        env = {"PROMETHEUS_MULTIPROC_DIR": ""}  # the server's own default, as `digits serve` runs it
+        with (
+            digits_serve(mount / "var", workers=2, log_dir=tmp_path, env=env) as s,
+            httpx.Client(base_url=s.url, timeout=5) as c,
+        ):
+            assert c.post("/predict", json={"pixels": STROKE}).status_code == 200
+            with open(mount / "filler", "wb") as f, contextlib.suppress(OSError):  # every block left, taken
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            pids = {worker_pid(s.url) for _ in range(20)}
+            routes = "/predict /predict/batch /read /read/batch /explain /feedback /models /train /healthz /readyz"
+            routes = [*routes.split(), "/metrics", "/", "/admin", "/docs", "/nope", "/feedback/review"]
+            for _ in range(2):  # every route, method and status a label set of its own: the metrics files grow
+                for route in routes:
+                    for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+                        c.request(method, route, headers={"Connection": "close"})
+                    for body in (b"x", b"\x89PNG\r\n\x1a\n"):
+                        c.post(route, content=body, headers={"Content-Type": "image/png"})
+                    c.post(route, json={"pixels": STROKE})
+            answers = [c.post("/predict", json={"pixels": STROKE}, headers={"Connection": "close"}) for _ in range(40)]
+            assert [a.status_code for a in answers] == [200] * 40
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/models").status_code == 200  # the cards of versions never cached: read in memory
+            assert {worker_pid(s.url) for _ in range(20)} == pids, "a worker died and was replaced"
+            image = "data:image/png;base64," + base64.b64encode(save(seven(98))).decode()
+            r = c.post("/feedback", json={"image": image, "label": 7})
+            assert r.status_code in (201, 503), r.text  # stored if SQLite had a page to spare, else refused
+            assert "SIGBUS" not in s.log_text() and "died" not in s.log_text().lower()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -10,6 +10,7 @@ then imports it. A process has one set of metrics: the first `setup` makes them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -102,12 +103,30 @@ class Metrics:
 _metrics: Metrics | None = None
 
 
+SHARED_MEMORY = Path("/dev/shm")
+
+
+def default_folder(runtime_dir: Path) -> Path:
+    """Where a server's metrics live unless $PROMETHEUS_MULTIPROC_DIR says: in shared memory, one folder per
+    runtime folder, when the machine has it; else runtime_dir/metrics.
+
+    Not on the runtime folder's disk: prometheus_client memory-maps its files and grows them as label sets
+    appear, and touching a grown page that the file system has no block for kills the process with
+    SIGBUS. A full data disk took every web worker down that way; a full disk should cost only the
+    writes that need it (corrections, versions), which answer 503."""
+    runtime_dir = runtime_dir.resolve()
+    if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK):
+        key = hashlib.sha256(str(runtime_dir).encode()).hexdigest()[:16]
+        return SHARED_MEMORY / f"digits-metrics-{key}"
+    return runtime_dir / "metrics"
+
+
 def setup(runtime_dir: Path) -> Metrics:
-    """This process's metrics, kept under $PROMETHEUS_MULTIPROC_DIR or else runtime_dir/metrics."""
+    """This process's metrics, kept under $PROMETHEUS_MULTIPROC_DIR or else default_folder(runtime_dir)."""
     global _metrics
     if _metrics is None:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str((runtime_dir / "metrics").resolve())
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(default_folder(runtime_dir))
         folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         folder.mkdir(parents=True, exist_ok=True)
         _metrics = Metrics(folder)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import re
 import tempfile
@@ -220,13 +221,17 @@ class Registry:
         sha = self._hash(version)
         path = self.cache / f"{sha}.npz"
         if not path.exists():
-            data = self._scalar(sa.select(model_versions.c.data).where(model_versions.c.sha256 == sha).limit(1))
-            if data is None or _sha256(data) != sha:
-                raise weights.WeightsError(f"version {version!r}: the stored file does not match its hash")
+            data = self._stored(version, sha)
             self.cache.mkdir(parents=True, exist_ok=True)
             with atomic_file(path) as f:
                 f.write(data)
         return path
+
+    def _stored(self, version: str, sha: str) -> bytes:
+        data = self._scalar(sa.select(model_versions.c.data).where(model_versions.c.sha256 == sha).limit(1))
+        if data is None or _sha256(data) != sha:
+            raise weights.WeightsError(f"version {version!r}: the stored file does not match its hash")
+        return data
 
     def active_version(self) -> str | None:
         return self._scalar(sa.select(active_model.c.version))
@@ -260,7 +265,11 @@ class Registry:
         """The version's card; raises WeightsError for a file it cannot read."""
         sha = self._hash(version)
         if sha not in self._cards:
-            self._cards[sha] = weights.read_card(self.path(version), f"version {version!r}")
+            try:
+                source: Path | io.BytesIO = self.path(version)
+            except OSError:  # a full or read-only cache: read the card from the stored bytes, cache nothing
+                source = io.BytesIO(self._stored(version, sha))
+            self._cards[sha] = weights.read_card(source, f"version {version!r}")
         return self._cards[sha]
 
     def load(self, version: str) -> LoadedModel:
