@@ -48,10 +48,17 @@ def test_compose_has_the_processes_and_they_agree():
     assert services["web1"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["proxy"]["ports"] == ["8000:80"] and "ports" not in services["web1"]
+    # The replicas take X-Forwarded-For from the proxy alone, at its fixed address (issue 22, 2).
+    proxy_ip = services["proxy"]["networks"]["default"]["ipv4_address"]
+    assert envs[0]["FORWARDED_ALLOW_IPS"] == proxy_ip
 
 
 def test_the_proxy_config_in_front_of_two_replicas(pg_url, tmp_path):
-    env = shared_env(pg_url)
+    # The replicas trust forwarded addresses from whom compose.yaml says, its proxy's address being this
+    # nginx's 127.0.0.1 here.
+    proxy_ip = COMPOSE["services"]["proxy"]["networks"]["default"]["ipv4_address"]
+    trusted = _env("web1")["FORWARDED_ALLOW_IPS"].replace(proxy_ip, "127.0.0.1")
+    env = {**shared_env(pg_url), "DIGITS_FEEDBACK_RATE": "3/minute", "FORWARDED_ALLOW_IPS": trusted}
     with (
         uvicorn_server(tmp_path / "a", env=env, token=TOKEN) as a,
         uvicorn_server(tmp_path / "b", env=env, token=TOKEN) as b,
@@ -83,22 +90,40 @@ def test_the_proxy_config_in_front_of_two_replicas(pg_url, tmp_path):
             assert r.status_code == direct.status_code == 413 and r.json() == direct.json()
         exact = P.post("/predict", content=b"x" * Settings().max_body_bytes, headers={"Content-Type": "image/png"})
         assert exact.status_code == 400, exact.text  # at the limit: through to the app, which finds no image
-        # Corrections through the proxy are keyed by the person's address (X-Forwarded-For), not the proxy's.
-        for i, address in enumerate(("203.0.113.7", "198.51.100.9", "203.0.113.7")):
+        # Corrections through the proxy are keyed by the address the proxy saw (two people here: two loopback
+        # source addresses), never by the X-Forwarded-For a client wrote (issue 22, 2).
+        sent = (("127.0.0.7", "203.0.113.7"), ("127.0.0.9", "203.0.113.7"), ("127.0.0.7", "198.51.100.9"))
+        for i, (source, forged) in enumerate(sent):
             image = "data:image/png;base64," + base64.b64encode(stroke_png(20 + 30 * i)).decode()
-            r = P.post("/feedback", json={"image": image, "label": 1}, headers={"X-Forwarded-For": address})
+            with _from(source, proxy) as person:
+                r = person.post("/feedback", json={"image": image, "label": 1}, headers={"X-Forwarded-For": forged})
             assert r.status_code == 201, r.text
         clients = [it["client"] for it in P.get("/feedback", headers=ADMIN).json()["items"]]
         assert len(clients) == 3 and len(set(clients)) == 2
-        # ...and the same on every replica: the salt of those hashes is the database's, not a replica's.
+        # A replica trusts X-Forwarded-For from its proxy only (uvicorn's FORWARDED_ALLOW_IPS): a client
+        # that reaches it directly is known by its own address, whatever it writes...
         for i, replica in enumerate((a, b)):
             image = "data:image/png;base64," + base64.b64encode(stroke_png(5 + 3 * i)).decode()
-            r = httpx.post(
-                f"{replica.url}/feedback", json={"image": image, "label": 1}, headers={"X-Forwarded-For": "192.0.2.1"}
-            )
+            with _from("127.0.0.9", replica.url) as direct:
+                r = direct.post(
+                    "/feedback", json={"image": image, "label": 1}, headers={"X-Forwarded-For": "192.0.2.1"}
+                )
             assert r.status_code == 201, r.text
         clients = [it["client"] for it in P.get("/feedback", headers=ADMIN).json()["items"]]
-        assert len(clients) == 5 and len(set(clients)) == 3
+        assert len(clients) == 5 and len(set(clients)) == 2  # ...and the salt is the database's, not a replica's
+        # One client with a new forged address each time is still one client to the rate limit.
+        with _from("127.0.0.11", proxy) as person:
+            codes = []
+            for i in range(8):
+                image = "data:image/png;base64," + base64.b64encode(stroke_png(40 + 2 * i)).decode()
+                forged = {"X-Forwarded-For": f"198.51.100.{i + 1}"}
+                codes.append(person.post("/feedback", json={"image": image, "label": 1}, headers=forged).status_code)
+        assert codes.count(201) <= 2 * 3 and codes.count(429) >= 2, codes  # 3 a minute on each of 2 replicas
+
+
+def _from(source: str, url: str) -> httpx.Client:
+    """A client whose connections leave from `source` (any 127.x address reaches the loopback)."""
+    return httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address=source), timeout=30)
 
 
 def stroke_png(x: int) -> bytes:

@@ -9,6 +9,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -28,6 +29,8 @@ from hostile import (
     strip_png,
 )
 from servers import uvicorn_server
+
+from app.infra.prometheus import default_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"Authorization": "Bearer e2e-token"}
@@ -453,3 +456,4 @@ def test_22_1_a_full_runtime_disk_costs_only_the_writes_that_need_it(tmp_path):
             assert "SIGBUS" not in s.log_text() and "died" not in s.log_text().lower()
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(default_folder(mount / "var"), ignore_errors=True)
