@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.api.admission import AdmissionMiddleware
 from app.api.deps import Services
 from app.api.errors import add_error_handlers
 from app.api.limits import BodyLimitMiddleware
@@ -24,6 +25,7 @@ from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
 from app.services.admin_token import AdminToken
+from app.services.batcher import AnswerBatcher
 from app.services.feedback_store import FeedbackStore
 from app.services.holdout_scores import HoldoutScores
 from app.services.image_work import ImageWork
@@ -64,6 +66,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
             registry=registry,
             holder=holder,
             image_work=image_work,
+            batcher=AnswerBatcher(metrics, uncertain_below=settings.uncertain_below),
             admin_token=admin_token,
             jobs=jobs,
             training=training,
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.max_in_flight, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(prometheus.MetricsMiddleware, metrics=metrics)
     areas = (predict, read, explain, feedback, review, models, train, ops, pages)

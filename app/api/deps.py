@@ -17,6 +17,7 @@ from app.infra.prometheus import Metrics
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
 from app.services.admin_token import AdminToken
+from app.services.batcher import AnswerBatcher
 from app.services.feedback_store import FeedbackStore
 from app.services.holdout_scores import HoldoutScores
 from app.services.image_work import ImageWork
@@ -33,6 +34,7 @@ class Services:
     registry: Registry
     holder: ModelHolder
     image_work: ImageWork
+    batcher: AnswerBatcher
     admin_token: AdminToken
     jobs: JobStore
     training: TrainingQueue

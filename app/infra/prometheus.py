@@ -44,6 +44,13 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.predictions: Counter = Counter("digits_predictions_total", "Digits predicted", ["digit"])
+        self.batch_size: Histogram = Histogram(
+            "digits_forward_batch_size", "Images per forward pass of /predict's micro-batches", ["route"],
+            buckets=(1, 2, 4, 8, 16, 32),
+        )  # fmt: skip  (labelled: its value files are made on first use, not in a read-only folder at start)
+        self.refused: Counter = Counter(
+            "digits_requests_refused_total", "Costly requests refused with 503: the worker was busy", ["path"]
+        )
         self.active_model: Gauge = Gauge(
             "digits_active_model_info",
             "1 for the model version a worker serves",
@@ -56,6 +63,14 @@ class Metrics:
     def count_prediction(self, digit: int) -> None:
         with self.never_failing():
             self.predictions.labels(digit=str(digit)).inc()
+
+    def observe_batch(self, size: int) -> None:
+        with self.never_failing():
+            self.batch_size.labels(route="/predict").observe(size)
+
+    def count_refused(self, path: str) -> None:
+        with self.never_failing():
+            self.refused.labels(path=path).inc()
 
     @contextlib.contextmanager
     def never_failing(self) -> Iterator[None]:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     worker_poll_s: float = Field(1.0, gt=0, description="how often an idle training worker looks for queued jobs")
     data_dir: Path = Field(MNIST_DIR, description="MNIST folder")
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest request body accepted")
+    max_in_flight: int = Field(
+        32, ge=1, description="costly requests (/predict, /read, /explain) a worker takes in at once; more get 503"
+    )
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width x height) decoded")
     max_request_pixels: int = Field(
         2 * DEFAULT_MAX_PIXELS, ge=1, description="most pixels one request may decode, over all its images"

@@ -35,14 +35,17 @@ def predictions(
     """x (m, 28, 28) -> m answers, with the model's calibration and detector (or the server's override);
     photo (m,): which were photos of paper (they have a calibration of their own)."""
     answers = model.predictor.answer(x.reshape(len(x), -1), services(request).settings.uncertain_below, photo)
-    return [
-        Prediction(
-            **digit_answer(request, answers, i),
-            model_version=model.version,
-            input_png=base64.b64encode(to_png(x[i])).decode() if return_input else None,
-        )
-        for i in range(len(x))
-    ]
+    return [_prediction(request, answers, i, x[i], model, return_input) for i in range(len(x))]
+
+
+def _prediction(
+    request: Request, answers: Answers, row: int, x: np.ndarray, model: LoadedModel, return_input: bool
+) -> Prediction:
+    return Prediction(
+        **digit_answer(request, answers, row),
+        model_version=model.version,
+        input_png=base64.b64encode(to_png(x)).decode() if return_input else None,
+    )
 
 
 def digit_answer(request: Request, answers: Answers, i: int) -> dict:
@@ -75,10 +78,11 @@ async def predict(request: Request, return_input: ReturnInput = False) -> Predic
     mass, as MNIST was made; `pixels` are fed as they are."""
     model = loaded_model(request)
     x, photo = await single_input(request), False
+    state = services(request)
     if isinstance(x, bytes):
-        work: ImageWork = services(request).image_work
-        x, photo = await normalise_image(work, work.budget(), x)
-    return predictions(request, x.reshape(1, *x.shape), np.array([photo]), model, return_input)[0]
+        x, photo = await normalise_image(state.image_work, state.image_work.budget(), x)
+    answers, row = await state.batcher.answer(model, x.reshape(-1), photo)  # with those arriving meanwhile
+    return _prediction(request, answers, row, x, model, return_input)
 
 
 async def _batch_input(
