@@ -22,6 +22,11 @@ class Body(BaseModel):
     image: str
 
 
+@app.get("/readyz")
+async def ready() -> dict:
+    return {"status": "ok"}
+
+
 @app.post("/trivial")
 async def trivial(body: Body) -> dict:
     return {"digit": 7, "size": len(body.image)}

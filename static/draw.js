@@ -350,6 +350,11 @@
         showError(body.detail || "Not a number");  // more than 12 digits, a page of writing
       }
       else if (response.status === 422) showBlank();  // no ink yet: keep prompting
+      else if (response.status === 503 && response.headers.get("Retry-After")) {
+        // The server is busy and says when to come back: ask again then (the drawing may have changed).
+        showError("The server is busy; trying again in a moment.");
+        setTimeout(classify, 1000 * Math.min(5, Number(response.headers.get("Retry-After")) || 1));
+      }
       else showError("Could not classify: " + (body.detail || response.statusText));
     } catch (err) {
       showError("The server did not answer. Is it running?");

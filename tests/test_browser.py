@@ -603,3 +603,24 @@ def test_a_page_of_marks_in_number_mode_says_why_it_is_not_read(context, server)
     expect(page.locator("#error")).to_contain_text("separate marks", timeout=10_000)
     expect(page.locator("#number-answer")).to_be_hidden()
     assert page.errors == []
+
+
+def test_a_busy_server_is_asked_again_after_its_retry_after(page):
+    """A 503 with Retry-After (a worker at its admission bound) is not an error to keep: the page says it
+    is busy and asks again when told, then shows the answer."""
+    refused = []
+
+    def busy_once(route):
+        if not refused:
+            refused.append(route.request.url)
+            route.fulfill(status=503, headers={"Retry-After": "1"}, content_type="application/json",
+                          body='{"detail": "the server is busy: try again in a second"}')  # fmt: skip
+        else:
+            route.continue_()
+
+    page.route("**/predict?*", busy_once)
+    draw_digit(page, 7)
+    expect(page.locator("#error")).to_contain_text("busy")
+    assert wait_prediction(page, 7) == "7"
+    expect(page.locator("#error")).to_be_hidden()
+    assert len(refused) == 1
