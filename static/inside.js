@@ -99,14 +99,23 @@
     const h = document.createElement("h4");
     h.textContent = `${layer.index} \u00b7 ${layer.name} \u2192 ${shape(layer.shape)}`;
     li.append(h);
-    if (layer.maps) {
-      const [H, W, C] = layer.shape;
+    if (layer.maps && layer.shape.length === 1) layer.values = Array.from(decode(layer.maps));  // a long vector
+    if (!layer.values) {
+      const [H, W] = layer.shape;
+      const C = layer.maps.shape[2];  // all channels, or the most active (layer.channels says which)
       const values = decode(layer.maps);
       const grid = document.createElement("div");
       grid.className = "maps";
       const scale = Math.max(2, Math.round(48 / W));  // CSS pixels per value: every map about 48 px wide
       for (let c = 0; c < C; c++) {
-        grid.append(mapCanvas(values, H, W, C, c, layer.maps.low, layer.maps.high, scale, `channel ${c}`));
+        const channel = layer.channels ? layer.channels[c] : c;
+        grid.append(mapCanvas(values, H, W, C, c, layer.maps.low, layer.maps.high, scale, `channel ${channel}`));
+      }
+      if (layer.channels) {
+        const p = document.createElement("p");
+        p.className = "muted small";
+        p.textContent = `the ${C} most active of ${layer.shape[2]} channels`;
+        li.append(p);
       }
       li.append(grid);
     } else {
@@ -176,7 +185,8 @@
     const body = await post(`/explain?layer=${layerIndex}&unit=${unit}`, shown.image);
     if (!body || !body.unit_sum) { box.textContent = "Could not get that unit's sum."; return; }
     const s = body.unit_sum;
-    const input = (j) => layerIndex === 0 ? pixelName(j) : `a[${j}]`;  // only layer 0 reads the pixels
+    const pixels = body.layers.slice(0, layerIndex).every((l) => l.kind === "flatten");  // it reads the image
+    const input = (j) => pixels ? pixelName(j) : `a[${j}]`;
     const label = name ? `${name}[${unit}]` : `layer ${layerIndex}, unit ${unit}`;
     box.dataset.layer = String(layerIndex);
     box.dataset.unit = String(unit);

@@ -244,3 +244,32 @@ def test_explain_is_documented_with_examples(client):
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Explanation")
     assert {p["name"] for p in op["parameters"]} == {"layer", "unit"}
+
+
+def test_a_wide_cnn_sends_its_most_active_maps_and_long_vectors_quantised():
+    """Any layer list the product can train gets a bounded explanation: of 96 feature maps the 64 most
+    active, and a 5000-unit vector as bytes, both equal to the forward pass within a quantisation step."""
+    from app.api.routes.explain import MAX_CHANNELS, layer_activation
+
+    rng = np.random.default_rng(2)
+    layers = [
+        {"type": "conv", "filters": 96, "size": 3},
+        {"type": "relu"},
+        {"type": "maxpool", "size": 13},  # (2, 2, 96)
+        {"type": "flatten"},
+        {"type": "dense", "units": 5000},
+        {"type": "relu"},
+        {"type": "dense", "units": 10},
+    ]
+    net = Network(layers).init(rng)
+    e = inside.explain(net, rng.uniform(0, 1, 784).astype(np.float32))
+    conv = layer_activation(1, net.layers[1], e.outputs[2]).model_dump(exclude_none=True)
+    assert conv["shape"] == [26, 26, 96] and len(conv["channels"]) == MAX_CHANNELS
+    means = e.outputs[2].mean(axis=(0, 1))
+    assert min(means[conv["channels"]]) >= np.sort(means)[-MAX_CHANNELS]  # the most active ones
+    step = (conv["maps"]["high"] - conv["maps"]["low"]) / 255
+    np.testing.assert_allclose(decode(conv["maps"]), e.outputs[2][:, :, conv["channels"]], atol=step / 2 + 1e-6)
+    wide = layer_activation(4, net.layers[4], e.outputs[5]).model_dump(exclude_none=True)
+    assert "values" not in wide and wide["maps"]["shape"] == [5000]
+    step = (wide["maps"]["high"] - wide["maps"]["low"]) / 255
+    np.testing.assert_allclose(decode(wide["maps"]), e.outputs[5], atol=step / 2 + 1e-6)

@@ -138,7 +138,10 @@ class LayerActivation(BaseModel):
     name: str = Field(..., examples=["convolution 5x5, 16 filters"])
     shape: list[int] = Field(..., description="(height, width, channels) of feature maps, or (units,)")
     values: list[float] | None = Field(None, description="a vector's values to 6 significant digits (dense layers)")
-    maps: Encoded | None = Field(None, description="feature maps (height, width, channels), quantised")
+    maps: Encoded | None = Field(None, description="feature maps (height, width, channels) or a long vector, quantised")
+    channels: list[int] | None = Field(
+        None, description="which channels `maps` holds, when a layer has more than 64: the most active"
+    )
 
 
 class FirstLayer(BaseModel):

@@ -45,7 +45,9 @@ class Metrics:
         )
         self.predictions: Counter = Counter("digits_predictions_total", "Digits predicted", ["digit"])
         self.batch_size: Histogram = Histogram(
-            "digits_forward_batch_size", "Images per forward pass of /predict's micro-batches", ["route"],
+            "digits_forward_batch_size",
+            "Images per forward pass of /predict's micro-batches",
+            ["route"],
             buckets=(1, 2, 4, 8, 16, 32),
         )  # fmt: skip  (labelled: its value files are made on first use, not in a read-only folder at start)
         self.refused: Counter = Counter(

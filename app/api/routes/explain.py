@@ -20,12 +20,12 @@ from app.api.routes.predict import normalise_image, predictions
 from app.api.schemas import Attribution, Encoded, Explanation, FirstLayer, LayerActivation, SumTerm, UnitSum
 from app.services.image_work import ImageWork
 from model import explain as inside
-from model.layers import describe
+from model.layers import Layer, describe
 from model.network import Network
 
 router = APIRouter(tags=["explain"])
-Layer = Annotated[int | None, Query(ge=0, description="with `unit`: a dense layer's index, for that unit's sum")]
-Unit = Annotated[int | None, Query(ge=0, description="with `layer`: the unit whose sum w*x + b to show")]
+LayerQuery = Annotated[int | None, Query(ge=0, description="with `unit`: a dense layer's index, for that unit's sum")]
+UnitQuery = Annotated[int | None, Query(ge=0, description="with `layer`: the unit whose sum w*x + b to show")]
 
 
 def encode(a: np.ndarray, signed: bool = False) -> Encoded:
@@ -40,21 +40,25 @@ def encode(a: np.ndarray, signed: bool = False) -> Encoded:
     return Encoded(shape=list(a.shape), low=low, high=high, data=base64.b64encode(q.tobytes()).decode())
 
 
+MAX_CHANNELS = 64  # feature maps sent per layer: the most active, when a network has more
+MAX_VALUES = 4096  # a longer vector is sent quantised, as maps are
+
+
+def layer_activation(i: int, layer: Layer, out: np.ndarray) -> LayerActivation:
+    """One layer's output as the API sends it: small vectors exactly, the rest as bytes; of a layer with
+    more than MAX_CHANNELS feature maps, the most active (the CNN's 16 and 64 all go)."""
+    common = {"index": i, "kind": layer.kind, "name": inside.describe_layer(layer), "shape": list(out.shape)}
+    if out.ndim == 1 and len(out) <= MAX_VALUES:
+        return LayerActivation(**common, values=[float(f"{v:.6g}") for v in out.tolist()])
+    if out.ndim == 3 and out.shape[2] > MAX_CHANNELS:
+        channels = np.sort(np.argsort(-out.mean(axis=(0, 1)), kind="stable")[:MAX_CHANNELS])
+        return LayerActivation(**common, channels=[int(c) for c in channels], maps=encode(out[:, :, channels]))
+    return LayerActivation(**common, maps=encode(out))
+
+
 def _layers(network: Network, e: inside.Explanation) -> list[LayerActivation]:
-    views = []
-    for i, (layer, out) in enumerate(zip(network.layers, e.outputs[1:], strict=True)):
-        vector = out.ndim == 1
-        views.append(
-            LayerActivation(
-                index=i,
-                kind=layer.kind,
-                name=inside.describe_layer(layer),
-                shape=list(out.shape),
-                values=[float(f"{v:.6g}") for v in out.tolist()] if vector else None,
-                maps=None if vector else encode(out),
-            )
-        )
-    return views
+    pairs = zip(network.layers, e.outputs[1:], strict=True)
+    return [layer_activation(i, layer, out) for i, (layer, out) in enumerate(pairs)]
 
 
 def _unit_sum(network: Network, e: inside.Explanation, layer: int | None, unit: int | None) -> UnitSum | None:
@@ -80,7 +84,7 @@ def _unit_sum(network: Network, e: inside.Explanation, layer: int | None, unit: 
     openapi_extra=read_body("/explain"),
     summary="Explain one digit's answer",
 )
-async def explain(request: Request, layer: Layer = None, unit: Unit = None) -> Explanation:
+async def explain(request: Request, layer: LayerQuery = None, unit: UnitQuery = None) -> Explanation:
     """One image, sent as to /predict: its answer, every layer's activations, the first layer's weights as
     pictures, which pixels pushed toward the answer rather than the runner-up (the backward pass's
     gradient, gradient times input, and occlusion), and with `?layer=L&unit=U` one dense unit's sum."""
