@@ -75,7 +75,8 @@ def inside_views(browser, server) -> None:
         wait_prediction(page)
         page.click("#inside-open")
         page.wait_for_function(
-            "document.querySelector('#inside').dataset.revision === document.querySelector('.answer').dataset.revision"
+            "() => document.querySelector('#inside').dataset.revision"
+            " === document.querySelector('.answer').dataset.revision"
         )
         page.locator("#equation-rows button.unit, li[data-kind=dense] button.unit").first.click()
         page.wait_for_selector("#unit-sum h4")
@@ -145,7 +146,7 @@ def main() -> None:
                 page.fill("input[name=epochs]", "30")
                 page.click("#start")
                 page.wait_for_function(
-                    "document.querySelector('#run-status').textContent === 'succeeded'", timeout=120_000
+                    "() => document.querySelector('#run-status').textContent === 'succeeded'", timeout=120_000
                 )
                 page.locator("#models tr[data-version=default] summary", has_text="calibration").click()
             page.wait_for_timeout(300)

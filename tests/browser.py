@@ -85,10 +85,10 @@ def ink_pixels(page) -> int:
 
 def wait_prediction(page, digit: int | None = None, timeout: float = 10_000) -> str:
     if digit is None:
-        page.wait_for_function("document.querySelector('#prediction').textContent.trim() !== ''", timeout=timeout)
+        page.wait_for_function("() => document.querySelector('#prediction').textContent.trim() !== ''", timeout=timeout)
     else:
         page.wait_for_function(
-            f"document.querySelector('#prediction').textContent.trim() === '{digit}'", timeout=timeout
+            f"() => document.querySelector('#prediction').textContent.trim() === '{digit}'", timeout=timeout
         )
     return page.text_content("#prediction").strip()
 

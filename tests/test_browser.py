@@ -227,8 +227,8 @@ def test_admin_flow_end_to_end(context, server):
     page.fill("input[name=batch_size]", "128")
     page.click("#start")
     expect(page.locator("#run")).to_be_visible()
-    page.wait_for_function("document.querySelector('#progress-bar').value > 0", timeout=30_000)
-    page.wait_for_function("document.querySelector('#progress-bar').value >= 1", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#progress-bar').value > 0", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#progress-bar').value >= 1", timeout=60_000)
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=60_000)
     expect(page.locator("#message")).to_contain_text("finished")
     expect(page.locator("#history > tbody > tr").first.locator(".badge")).to_have_text("succeeded")
@@ -422,7 +422,7 @@ def test_a_cnn_run_starts_from_the_admin_page_with_progress_and_the_cnn_is_activ
     page.fill("input[name=epochs]", "1")
     page.click("#start")
     expect(page.locator("#run")).to_be_visible()
-    page.wait_for_function("document.querySelector('#progress-bar').value > 0", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#progress-bar').value > 0", timeout=60_000)
     expect(page.locator("#progress-text")).to_contain_text("epoch 1")
     job = httpx.get(server.url + "/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"][0]
     assert job["preset"] == "cnn" and job["status"] == "running" and job["progress"]["step"] > 0
@@ -624,3 +624,31 @@ def test_a_busy_server_is_asked_again_after_its_retry_after(page):
     assert wait_prediction(page, 7) == "7"
     expect(page.locator("#error")).to_be_hidden()
     assert len(refused) == 1
+
+
+VIOLATIONS = """window.__violations = [];
+document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective));"""
+
+
+def test_the_pages_run_under_their_content_security_policy(context, server, tmp_path):
+    """Drawing, the inside view, a photo, the admin page and /docs break no rule of their policy; and an
+    injected inline handler (what an XSS would add) is refused by it."""
+    context.add_init_script(VIOLATIONS)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    draw_digit(page, 7)
+    wait_prediction(page, 7)
+    page.click("#inside-open")
+    expect(page.locator("#first-pictures canvas").first).to_be_visible()
+    path, label = _photo_file(tmp_path, 2)
+    _use_photo(page, path)
+    assert wait_prediction(page, label) == str(label)
+    assert page.evaluate("window.__violations") == []
+    page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=\"x\" onerror=\"window.__ran = 1\">')")
+    page.wait_for_function("() => window.__violations.length > 0")
+    assert page.evaluate("window.__ran") is None
+    for other in ("/admin", "/docs"):
+        page.goto(server.url + other)
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("window.__violations") == [], other
+    expect(page.locator(".swagger-ui")).to_be_visible()

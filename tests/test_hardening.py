@@ -400,7 +400,7 @@ def test_the_access_log_keeps_no_client_address(tmp_path):
     assert all("127.0.0.1" not in json.dumps(line) and "client" not in line for line in lines), lines[:2]
 
 
-# ---- issue 22, 5: no nosniff, framing or referrer policy on any page (a CSP is still to come) -----------
+# ---- issue 22, 5: no CSP, nosniff, framing or referrer policy on any page --------------------------------
 
 
 def test_pages_carry_security_headers(client):
@@ -408,6 +408,13 @@ def test_pages_carry_security_headers(client):
         r = client.get(path)
         assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
         assert r.headers["x-content-type-options"] == "nosniff"
+        policy = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
+        assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+        assert "'unsafe-inline'" not in policy["script-src"] and "'unsafe-eval'" not in policy["script-src"]
+        if path == "/docs":  # Swagger UI's one inline start-up script, by its hash
+            assert policy["script-src"].startswith("'self' 'sha256-")
+        else:
+            assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
     answer = client.post("/predict", json={"pixels": STROKE})
     assert answer.headers["x-content-type-options"] == "nosniff" and "x-frame-options" not in answer.headers
 
