@@ -55,7 +55,10 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         await asyncio.to_thread(holder.refresh)  # load the active model once, before serving
         await training.start()
         legacy_salt = settings.runtime_dir / "feedback_salt"  # where an install from before kept it
-        feedback = FeedbackStore(db, settings.max_feedback_items, settings.max_feedback_bytes, legacy_salt)
+        feedback = FeedbackStore(
+            db, settings.max_feedback_items, settings.max_feedback_bytes, legacy_salt,
+            settings.feedback_pending_per_client,
+        )  # fmt: skip
         admin_token = AdminToken(settings.admin_token, db, settings.runtime_dir / "admin_token")
         with contextlib.suppress(*DB_ERRORS):
             admin_token.value()  # made and logged at start when the database answers

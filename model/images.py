@@ -196,6 +196,20 @@ def read(img: Image.Image) -> tuple[np.ndarray, bool]:
     return to_mnist(ink_image(img)[0]), False
 
 
+def kept_copy(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, str]:
+    """What a server keeps of an image it was sent: its pixels as read (turned upright, at most
+    WORKING_SIDE a side), re-encoded with nothing else, and the media type. Metadata and any chunk a
+    sender added (a PNG can carry megabytes of them) are gone; a JPEG stays a JPEG (quality 90)."""
+    img = open_image(data, max_pixels)
+    jpeg = img.format in ("JPEG", "MPO")
+    img = load(img)
+    if jpeg and img.mode not in ("L", "RGB"):
+        jpeg = False
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90) if jpeg else img.save(buf, "PNG")
+    return buf.getvalue(), "image/jpeg" if jpeg else "image/png"
+
+
 def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
 

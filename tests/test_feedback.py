@@ -1,13 +1,16 @@
 """POST /feedback: corrections stored safely, once, with limits (issue 10, part 2)."""
 
 import base64
+import hashlib
 import io
+import secrets
 import sqlite3
 
 import numpy as np
 import pytest
 from conftest import TOKEN
 from hostile import save, seven
+from PIL import Image, PngImagePlugin
 
 from app.infra.settings import Settings
 
@@ -27,10 +30,48 @@ def test_a_correction_is_stored_with_the_servers_own_reading(client, settings):
     body = r.json()
     assert body["duplicate"] is False and body["predicted"] == 7
     db = sqlite3.connect(settings.runtime_dir / "jobs.sqlite")
-    row = db.execute("SELECT label, predicted, original, client, claimed_digit, media_type FROM feedback").fetchone()
-    label, predicted, original, client_id, claimed, media = row
-    assert (label, predicted, original, claimed, media) == (1, 7, SEVEN, 7, "image/png")
+    query = "SELECT label, predicted, original, client, claimed_digit, media_type, sha256 FROM feedback"
+    label, predicted, original, client_id, claimed, media, digest = db.execute(query).fetchone()
+    assert (label, predicted, claimed, media) == (1, 7, 7, "image/png")
+    assert digest == hashlib.sha256(SEVEN).hexdigest()  # the key: the image as sent
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(original))), np.asarray(Image.open(io.BytesIO(SEVEN))))
     assert client_id != "testclient" and len(client_id) == 16  # a salted hash, never the address
+
+
+def test_what_is_kept_is_the_pixels_not_a_senders_added_chunks(client, settings):
+    """Issue 22, 3: a digit PNG carrying a 3.5 MB junk chunk was stored byte for byte (one address could
+    fill the 2 GiB cap in minutes). What is kept is the image re-encoded: same pixels, none of the rest."""
+    info = PngImagePlugin.PngInfo()
+    info.add(b"juNk", secrets.token_bytes(3_500_000))
+    info.add_text("Comment", "x" * 100_000)
+    padded = save(seven(128), pnginfo=info)
+    assert len(padded) > 3_500_000
+    r = client.post("/feedback", files={"file": ("7.png", padded, "image/png")}, data={"label": "7"})
+    assert r.status_code == 201, r.text
+    db = sqlite3.connect(settings.runtime_dir / "jobs.sqlite")
+    original, size, digest = db.execute("SELECT original, bytes, sha256 FROM feedback").fetchone()
+    assert size == len(original) < 5_000
+    kept = Image.open(io.BytesIO(original))
+    assert kept.info.get("Comment") is None and np.array_equal(np.asarray(kept), np.asarray(seven(128)))
+    assert digest == hashlib.sha256(padded).hexdigest()
+    again = client.post("/feedback", files={"file": ("7.png", padded, "image/png")}, data={"label": "7"})
+    assert again.json()["duplicate"] is True  # the same upload is still one item
+    photo = save(seven(900).convert("RGB"), "JPEG", quality=95, exif=Image.Exif())
+    r = client.post("/feedback", files={"file": ("7.jpg", photo, "image/jpeg")}, data={"label": "7"})
+    assert r.status_code == 201
+    media, size = db.execute("SELECT media_type, bytes FROM feedback ORDER BY created DESC").fetchone()
+    assert media == "image/jpeg" and size < len(photo)
+
+
+def test_each_client_has_a_quota_of_corrections_waiting_for_review(make_client, settings, admin):
+    client = make_client(settings.model_copy(update={"feedback_pending_per_client": 3}))
+    sent = [client.post("/feedback", json={"image": _data_url(save(seven(60 + i))), "label": 7}) for i in range(4)]
+    assert [r.status_code for r in sent] == [201, 201, 201, 429]
+    assert "waiting for review" in sent[-1].json()["detail"]
+    ids = [r.json()["id"] for r in sent[:3]]
+    assert client.post("/feedback/review", json={"ids": ids[:1], "action": "accept"}, headers=admin).status_code == 200
+    again = client.post("/feedback", json={"image": _data_url(save(seven(70))), "label": 7})
+    assert again.status_code == 201  # one reviewed: room for one more
 
 
 def test_the_same_image_is_kept_once(client):

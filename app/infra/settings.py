@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(0.25, gt=0, description="how often each worker checks the active pointer")
     feedback_rate: str = Field("30/minute", description="corrections one client may send (a `limits` rate)")
     max_feedback_items: int = Field(100_000, ge=1, description="corrections kept at most; past it, 503")
+    feedback_pending_per_client: int = Field(
+        500, ge=1, description="corrections one client may have waiting for review; past it, 429"
+    )
     max_feedback_bytes: int = Field(2 * 1024**3, ge=1, description="bytes of corrections' images kept at most")
     admin_token: str | None = Field(None, validation_alias="ADMIN_TOKEN")
     log_level: str = "INFO"

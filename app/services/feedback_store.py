@@ -1,7 +1,8 @@
 """Corrections from the people who draw: what they sent, what the model said, what they say it is.
 
 In the shared database, beside the training jobs (app.infra.db). Each image is stored once
-(its SHA-256 is the key), as the exact bytes received and as the 28x28 input the server made of it,
+(the SHA-256 of the bytes received is the key), as its pixels re-encoded (model.images.kept_copy: a
+sender's metadata and added chunks are not kept) and as the 28x28 input the server made of it,
 with the served model's answer. Clients are kept as a salted hash of their address, never the
 address; the salt is made once per database and never leaves it. Nothing here is used for
 training until an admin has accepted it.
@@ -33,12 +34,17 @@ class StoreFull(Exception):
     """The corrections store holds as many items as it is allowed to."""
 
 
+class ClientQuotaFull(Exception):
+    """This client has as many corrections waiting for review as one client may."""
+
+
 @dataclass(frozen=True)
 class Correction:
     """One correction as the page or an API client sends it, with the server's own reading of it."""
 
     label: int  # the digit the person says it is
-    original: bytes  # the image exactly as received
+    sha256: str  # of the image exactly as received: one item per image sent, and its side of the holdout split
+    original: bytes  # the image's pixels as read, re-encoded without metadata or added chunks (images.kept_copy)
     media_type: str
     input_png: bytes  # the 28x28 input the server made of it
     model_version: str  # the version that answered here
@@ -56,9 +62,17 @@ class Stored:
 
 
 class FeedbackStore:
-    def __init__(self, db: Db | Path, max_items: int, max_bytes: int = 2**62, legacy_salt: Path | None = None) -> None:
+    def __init__(
+        self,
+        db: Db | Path,
+        max_items: int,
+        max_bytes: int = 2**62,
+        legacy_salt: Path | None = None,
+        max_pending_per_client: int = 2**31,
+    ) -> None:
         """The clients' hashes use the database's own salt, so that every process and replica agrees;
         an install from before kept it in `legacy_salt`, and that one is adopted."""
+        self.max_pending_per_client = max_pending_per_client
         self.db = db if isinstance(db, Db) else open_db(Path(db))
         self.max_items, self.max_bytes, self.legacy_salt = max_items, max_bytes, legacy_salt
         self._salt: bytes | None = None
@@ -76,7 +90,7 @@ class FeedbackStore:
 
     def add(self, c: Correction, address: str) -> Stored:
         """Store a correction, once per image; raises StoreFull, or a database error when it says no."""
-        digest = hashlib.sha256(c.original).hexdigest()
+        digest = c.sha256
         client = self.client_id(address)  # before the write lock: the salt may need a write of its own
         with self.db.write(lock="feedback") as conn:  # one writer: the count and the insert see the same store
             row = conn.execute(sa.select(feedback.c.id, feedback.c.status).where(feedback.c.sha256 == digest)).first()
@@ -87,6 +101,15 @@ class FeedbackStore:
             ).one()
             if items >= self.max_items:
                 raise StoreFull(f"the corrections store holds its limit of {self.max_items} items")
+            pending = conn.execute(
+                sa.select(sa.func.count()).where(
+                    feedback.c.client == client, feedback.c.status == FeedbackStatus.PENDING.value
+                )
+            ).scalar_one()
+            if pending >= self.max_pending_per_client:
+                raise ClientQuotaFull(
+                    f"{pending} of this client's corrections are waiting for review, as many as one client may send"
+                )
             if size + len(c.original) > self.max_bytes:
                 raise StoreFull(f"the corrections store holds its limit of {self.max_bytes} bytes of images")
             item_id = uuid.uuid4().hex[:12]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
@@ -24,8 +25,8 @@ from app.api.inputs import (
 )
 from app.api.predict_docs import ERRORS
 from app.api.schemas import FeedbackReceipt, FeedbackRequest
-from app.services.feedback_store import Correction, FeedbackStore, StoreFull
-from model.images import ImageError, open_image, to_png
+from app.services.feedback_store import ClientQuotaFull, Correction, FeedbackStore, StoreFull
+from model.images import ImageError, kept_copy, to_png
 
 router = APIRouter(tags=["feedback"])
 
@@ -79,15 +80,16 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
     model, work = loaded_model(request), services(request).image_work
     try:
         x, photo = await work.normalise(data, work.budget())
-        kind = open_image(data, work.max_pixels).format.lower()
+        kept, media_type = await work.in_pool(lambda: kept_copy(data, work.max_pixels))
     except ImageError as e:
         raise image_error(e) from None
     answer = model.predictor.answer(x.reshape(1, -1), photo=np.array([photo]))
     probs: np.ndarray = answer.probabilities[0]
     correction = Correction(
         label=body.label,
-        original=data,
-        media_type=f"image/{'jpeg' if kind == 'mpo' else kind}",
+        sha256=hashlib.sha256(data).hexdigest(),
+        original=kept,  # the pixels, not the bytes: a sender's added chunks would fill the store
+        media_type=media_type,
         input_png=to_png(x),
         model_version=model.version,
         predicted=int(np.argmax(probs)),
@@ -100,6 +102,8 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
         stored = await asyncio.to_thread(store.add, correction, address)
     except StoreFull as e:
         raise HTTPException(503, f"{e}; corrections are not being taken now") from None
+    except ClientQuotaFull as e:
+        raise HTTPException(429, f"{e}; try again once they have been reviewed") from None
     return FeedbackReceipt(
         id=stored.id, duplicate=stored.duplicate, model_version=model.version,
         predicted=correction.predicted, input_png=base64.b64encode(correction.input_png).decode(),
