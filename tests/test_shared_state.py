@@ -326,8 +326,8 @@ def test_digits_db_upgrade_on_postgres(pg_url, tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "digits", "db", *a], env=env, cwd=ROOT,  # noqa: E731
                                     capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "schema: none (" in run("current")
-    assert "schema: none -> 0002" in run("upgrade")
-    assert "schema: 0002 -> 0002" in run("upgrade")
+    assert "schema: none -> 0003" in run("upgrade")
+    assert "schema: 0003 -> 0003" in run("upgrade")
 
 
 def test_cancel_and_shutdown_reach_the_worker(pg_url, tmp_path):

@@ -95,6 +95,7 @@ feedback = sa.Table(
     sa.Column("original", sa.LargeBinary, nullable=False),
     sa.Column("input_png", sa.LargeBinary, nullable=False),
 )  # fmt: skip
+sa.Index("feedback_by_client", feedback.c.client, feedback.c.status)  # each client's quota (migration 0003)
 
 holdout_scores = sa.Table(
     "holdout_scores", metadata,
