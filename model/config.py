@@ -7,12 +7,14 @@ here (and from the modules named below), so a new optimizer or preset appears ev
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from model.augment import Distortions
+from model.layers import Conv2D
 from model.network import DTYPES, INIT_SCHEMES, Network, build_layers, is_sizes
 from model.optimizers import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, make_optimizer
 from model.spec import N_CLASSES, N_PIXELS
@@ -100,6 +102,27 @@ class TrainConfig:
         if min(self.calibration_drawings, self.held_out_drawings, self.detector_epochs, self.negatives) < 0:
             p.append("calibration_drawings, held_out_drawings, detector_epochs and negatives must be >= 0")
         return p
+
+    def memory_estimate(self) -> int:
+        """About how many bytes training this takes at its peak: the images (twice, when distorted copies
+        are made), every parameter five times over (weights, gradients, the optimizer's moments and a
+        scratch copy), and one batch through every layer: its output, the gradient back through it and a
+        scratch array, and for a convolution its patch matrix and that matrix's gradient."""
+        layers, shape = build_layers(self.layers)
+        item = np.dtype(self.dtype).itemsize
+        n_train = self.train_size or MNIST_TRAIN_IMAGES - self.val_size
+        batch = self.batch_size or n_train
+        params = per_sample = 0
+        for layer in layers:
+            params += sum(math.prod(s) for s in layer.param_shapes().values())
+            out = layer.build(shape)
+            per_sample += 3 * math.prod(out)
+            if isinstance(layer, Conv2D):
+                per_sample += 2 * math.prod(layer.out_hw) * layer.size**2 * layer.channels
+            shape = out
+        copies = 2 if self.augment_shift or self.distortions else 1
+        data = (n_train + self.val_size) * N_PIXELS * item * copies
+        return data + 5 * params * item + batch * per_sample * item
 
     def replace(self, **overrides: Any) -> TrainConfig:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}

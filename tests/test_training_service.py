@@ -18,7 +18,7 @@ from app.services.job_store import JobStore, worker_name
 from app.services.registry import INITIAL_VERSION, Registry
 from app.services.training_job import run_job
 from model import weights
-from model.config import preset
+from model.config import PRESETS, preset
 
 TINY = {"preset": "tiny"}
 # Long enough to catch it running (thousands of small steps), short enough to finish in seconds.
@@ -158,11 +158,22 @@ def test_training_routes_need_the_admin_token(client, headers):
         ({"preset": "tiny", "dropout": 0.5}, "dropout"),
         ({"preset": "tiny", "train_size": 60_000}, "at most 60000"),  # issue 22.4: was 202, then a failed job
         ({"preset": "tiny", "train_size": 58_000, "val_size": 5_000}, "at most 60000"),
+        # issue 22.4: 4096-unit layers at full batch reached 4.4 GB in 20 s; the CNN at batch 59,000, 9.1 GB
+        ({"preset": "default", "layers": [784, 4096, 4096, 4096, 10], "batch_size": 0}, "GB"),
+        ({"preset": "cnn", "batch_size": 59_000, "augment_elastic": 2.0}, "a smaller batch_size"),
     ],
 )
 def test_out_of_bounds_settings_are_refused(client, admin, body, message):
     r = client.post("/train", json=body, headers=admin)
     assert r.status_code == 422 and message in json.dumps(r.json()["detail"])
+
+
+def test_every_preset_fits_the_default_memory_bound(client):
+    limit = client.app.state.services.settings.max_train_memory_bytes
+    for name, config in PRESETS.items():
+        assert config.memory_estimate() < limit / 4, name  # room to spare: the bound stops only outliers
+    big = PRESETS["default"].replace(layers=[784, 4096, 4096, 10], batch_size=0)
+    assert 10e9 < big.memory_estimate() < 14e9  # 59,000 x 3 x 16,394 float32 (dense and ReLU outputs), and more
 
 
 def test_a_killed_training_process_fails_and_registers_nothing(client, admin):

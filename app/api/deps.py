@@ -74,9 +74,14 @@ def _training(request: Request) -> TrainingQueue:
     return services(request).training
 
 
+def _settings(request: Request) -> Settings:
+    return services(request).settings
+
+
 ServicesDep = Annotated[Services, Depends(services)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 HolderDep = Annotated[ModelHolder, Depends(_holder)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 JobsDep = Annotated[JobStore, Depends(_jobs)]
 TrainingDep = Annotated[TrainingQueue, Depends(_training)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

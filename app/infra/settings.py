@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(0.25, gt=0, description="how often each worker checks the active pointer")
     feedback_rate: str = Field("30/minute", description="corrections one client may send (a `limits` rate)")
     max_feedback_items: int = Field(100_000, ge=1, description="corrections kept at most; past it, 503")
+    max_train_memory_bytes: int = Field(
+        4 * 1024**3, ge=1, description="a training job's estimated peak memory at most; past it POST /train is 422"
+    )
     feedback_pending_per_client: int = Field(
         500, ge=1, description="corrections one client may have waiting for review; past it, 429"
     )

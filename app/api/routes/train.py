@@ -11,7 +11,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.auth import admin_router
-from app.api.deps import JobsDep, TrainingDep
+from app.api.deps import JobsDep, SettingsDep, TrainingDep
 from app.api.schemas import ErrorBody, TrainJob, TrainJobList, TrainRequest
 from app.services.job_store import Job, JobConflict, JobStore
 from model.config import preset as make_preset
@@ -48,7 +48,7 @@ def resume_after(last_event_id: Annotated[str | None, Header()] = None) -> int:
     },
     summary="Start a training run in the background",
 )
-async def start_training(body: TrainRequest, jobs: JobsDep, training: TrainingDep) -> TrainJob:
+async def start_training(body: TrainRequest, jobs: JobsDep, training: TrainingDep, settings: SettingsDep) -> TrainJob:
     """Runs in its own process (one BLAS thread, lower priority) so predictions stay fast. When it
     finishes, the new version is evaluated on MNIST's test set and the canvas-style drawings,
     registered, and activated if it beats the active model (or always, with `activate: "always"`)."""
@@ -58,6 +58,14 @@ async def start_training(body: TrainRequest, jobs: JobsDep, training: TrainingDe
         config = make_preset(body.preset, **overrides)
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
+    need, limit = config.memory_estimate(), settings.max_train_memory_bytes
+    if need > limit:
+        raise HTTPException(
+            422,
+            f"training this would take about {need / 1e9:.1f} GB (the images, the parameters with their gradients "
+            f"and optimizer state, one batch through every layer), more than the {limit / 1e9:.1f} GB a job may "
+            "use: a smaller batch_size or fewer units",
+        )
     try:
         job = jobs.create(body.preset, config.as_dict(), body.activate)
     except JobConflict as e:

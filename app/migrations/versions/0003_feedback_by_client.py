@@ -13,4 +13,3 @@ down_revision = "0002"
 
 def upgrade() -> None:
     op.execute("CREATE INDEX IF NOT EXISTS feedback_by_client ON feedback (client, status)")
-
