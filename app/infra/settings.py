@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         " processes; the web server only queues), 'auto' (workers with a database_url, else local)",
     )
     heartbeat_s: float = Field(2.0, gt=0, description="how often a training worker says it is alive")
+    cancel_grace_s: float = Field(
+        10.0, gt=0, description="a cancelled job still inside one step this long after is ended with its process"
+    )
     worker_timeout_s: float = Field(
         20.0, gt=0, description="a running job whose worker has been silent this long is marked failed"
     )

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from app.infra.blas import use_one_blas_thread
@@ -36,10 +37,18 @@ MODULE = "app.services.training_worker"  # what this process's command line hold
 
 
 class Heartbeat:
-    """Says the worker is alive while it trains one job, and keeps what the row answers."""
+    """Says the worker is alive while it trains one job, and keeps what the row answers.
 
-    def __init__(self, store: JobStore, job: Job, name: str, interval_s: float) -> None:
+    A cancel is honoured between two steps. A step can be long (a full batch of a wide network takes
+    minutes), so if the job is still going `cancel_grace_s` after the admin's cancel, the heartbeat
+    ends it from here: the job is marked cancelled and the process exits at once. Nothing is lost by
+    it: a version is registered whole in one transaction or not at all. A `digits worker` that exits
+    so is started again by its supervisor (Compose: `restart: unless-stopped`)."""
+
+    def __init__(self, store: JobStore, job: Job, name: str, interval_s: float, cancel_grace_s: float = 10) -> None:
         self.store, self.job_id, self.name, self.interval_s = store, job.id, name, interval_s
+        self.cancel_grace_s = cancel_grace_s
+        self.cancelled_at: float | None = None
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self.done = threading.Event()
@@ -65,6 +74,17 @@ class Heartbeat:
                 return
             if answer:
                 self.cancel.set()
+                self.cancelled_at = self.cancelled_at or time.monotonic()
+                if time.monotonic() - self.cancelled_at > self.cancel_grace_s and not self.done.is_set():
+                    self._end_the_step()
+
+    def _end_the_step(self) -> None:
+        reason = f"cancelled by an admin (ended inside a step still running {self.cancel_grace_s:g} s after)"
+        with contextlib.suppress(*DB_ERRORS):
+            self.store.give_up(self.name, JobStatus.CANCELLED, reason)
+        log.warning("a cancelled job ran past its grace: ending the training process", extra={"job": self.job_id})
+        logging.shutdown()
+        os._exit(0)
 
 
 class TrainingWorker:
@@ -105,7 +125,7 @@ class TrainingWorker:
             return None
         log.info("claimed training job", extra={"job": job.id, "worker": self.name, "preset": job.preset})
         try:
-            with Heartbeat(self.store, job, self.name, self.settings.heartbeat_s) as beat:
+            with Heartbeat(self.store, job, self.name, self.settings.heartbeat_s, self.settings.cancel_grace_s) as beat:
                 self._beat = beat
                 data = self.settings.data_dir
                 status = run_job(job, self.store, self.registry, data, self.should_stop, self.feedback)
