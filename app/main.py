@@ -20,7 +20,7 @@ from app.api.routes import explain, feedback, models, ops, pages, predict, read,
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.infra import prometheus
 from app.infra.blas import use_one_blas_thread
-from app.infra.db import DB_ERRORS, open_db
+from app.infra.db import DB_ERRORS, Db, open_db
 from app.infra.logs import setup_logging
 from app.infra.rate_limit import RateLimiter
 from app.infra.settings import Settings
@@ -54,11 +54,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         holder = ModelHolder(registry, on_change=metrics.set_active_version)
         await asyncio.to_thread(holder.refresh)  # load the active model once, before serving
         await training.start()
-        legacy_salt = settings.runtime_dir / "feedback_salt"  # where an install from before kept it
-        feedback = FeedbackStore(
-            db, settings.max_feedback_items, settings.max_feedback_bytes, legacy_salt,
-            settings.feedback_pending_per_client,
-        )  # fmt: skip
+        feedback = _feedback_store(db, settings)
         admin_token = AdminToken(settings.admin_token, db, settings.runtime_dir / "admin_token")
         with contextlib.suppress(*DB_ERRORS):
             admin_token.value()  # made and logged at start when the database answers
@@ -92,6 +88,13 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
                     await task
 
     return lifespan
+
+
+def _feedback_store(db: Db, settings: Settings) -> FeedbackStore:
+    legacy_salt = settings.runtime_dir / "feedback_salt"  # where an install from before kept it
+    return FeedbackStore(
+        db, settings.max_feedback_items, settings.max_feedback_bytes, legacy_salt, settings.feedback_pending_per_client
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -78,3 +78,16 @@ def mnist_png(mnist_test, i: int, scale: int = 10) -> bytes:
     return png_bytes(
         Image.fromarray(np.ascontiguousarray(a)).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
     )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright, one per test module (`playwright install` cannot download here)."""
+    from browser import ARGS, CHROMIUM
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium (bash .ci/run does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()

@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import os
 import re
 import sqlite3
 import time
@@ -11,8 +10,6 @@ import time
 import httpx
 import pytest
 from browser import (
-    ARGS,
-    CHROMIUM,
     SHAPES,
     draw_digit,
     ink_pixels,
@@ -26,7 +23,7 @@ from browser import (
 )
 from conftest import STROKE
 from PIL import Image, ImageDraw
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from servers import uvicorn_server
 
 pytestmark = pytest.mark.browser
@@ -40,15 +37,6 @@ PEN_UP_TO_ANSWER = (
 def server(tmp_path_factory):
     with uvicorn_server(tmp_path_factory.mktemp("browser") / "var", workers=1, token=TOKEN) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium (bash .ci/run does)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 """The inside view of the drawing page, in Debian's Chromium against a real uvicorn server, for each kind of
 network the product ships (the seed 784-10-10, the MLP, the CNN), at desktop and phone widths."""
 
-import os
 import time
 
 import httpx
 import pytest
-from browser import ARGS, CHROMIUM, FOUR_OR_NINE, draw_digit, mouse_stroke, wait_prediction
+from browser import FOUR_OR_NINE, draw_digit, mouse_stroke, wait_prediction
 from conftest import STROKE
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from servers import uvicorn_server
 from test_browser import PEN_UP_TO_ANSWER
 
@@ -29,15 +28,6 @@ EXPLAINED = (
 def server(tmp_path_factory):
     with uvicorn_server(tmp_path_factory.mktemp("inside") / "var", workers=1, token=TOKEN) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium (bash .ci/run does)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def _serve(server, version: str) -> None:

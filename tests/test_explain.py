@@ -13,9 +13,10 @@ import pytest
 
 from model import explain as inside
 from model import seed
-from model.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from model.layers import BatchNorm, Dense, Dropout, MaxPool2D
 from model.network import Network
 from model.weights import load
+from tests import test_convnet
 from tests.test_convnet import _numeric, _rel, _with_params
 
 CNN = [
@@ -47,16 +48,8 @@ def _random_network(layers, rng) -> Network:
     return net
 
 
-LAYERS = [
-    pytest.param(lambda: Conv2D(3, 3), (6, 6, 2), id="conv-2ch"),
-    pytest.param(lambda: Conv2D(2, 3), (5, 6, 1), id="conv-1ch"),
-    pytest.param(lambda: MaxPool2D(2), (4, 6, 3), id="maxpool"),
-    pytest.param(lambda: ReLU(), (4, 4, 2), id="relu"),
-    pytest.param(lambda: Flatten(), (3, 2, 2), id="flatten"),
-    pytest.param(lambda: Dense(4), (7,), id="dense"),
-    pytest.param(lambda: BatchNorm(), (3, 4, 3), id="batchnorm-images"),
-    pytest.param(lambda: Dropout(0.5), (6,), id="dropout"),
-]
+# Every layer kind of tests/test_convnet.py (whose training backward is checked there), and dropout.
+LAYERS = [*test_convnet.LAYERS, pytest.param(lambda: Dropout(0.5), (6,), id="dropout")]
 
 
 @pytest.mark.parametrize("make, in_shape", LAYERS)
