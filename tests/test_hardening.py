@@ -438,10 +438,10 @@ def test_22_1_a_full_runtime_disk_costs_only_the_writes_that_need_it(tmp_path):
             httpx.Client(base_url=s.url, timeout=5) as c,
         ):
             assert c.post("/predict", json={"pixels": STROKE}).status_code == 200
-            with open(mount / "filler", "wb") as f, contextlib.suppress(OSError):  # every block left, taken
+            # Every block left, taken; unbuffered, so that closing the file has nothing left to write.
+            with contextlib.suppress(OSError), open(mount / "filler", "wb", buffering=0) as f:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             pids = {worker_pid(s.url) for _ in range(20)}
             routes = "/predict /predict/batch /read /read/batch /explain /feedback /models /train /healthz /readyz"
             routes = [*routes.split(), "/metrics", "/", "/admin", "/docs", "/nope", "/feedback/review"]
