@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.config import CHOICES, PRESETS, TrainConfig, preset
+from model.config import ACTIVE, CHOICES, PRESETS, TrainConfig, preset
 from model.data import DataError, Dataset, load_mnist
 from model.evaluation import evaluate
 from model.files import atomic_file
@@ -117,11 +117,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out or f"weights/{args.preset}.npz")
+    try:
+        parent, corrections = _fine_tune_inputs(config, args.corrections)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if parent is not None:
+        config = config.replace(parent=parent[0], layers=parent[1].card.layers)
     print(f"training preset {args.preset!r}: {json.dumps(config.as_dict())}", file=sys.stderr)
     bar = _ProgressBar(args.quiet)
     try:
-        trained = run_experiment(config, args.data_dir, on_progress=bar)
-    except DataError as e:
+        trained = run_experiment(
+            config, args.data_dir, corrections=corrections, parent=parent and parent[1], on_progress=bar
+        )
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
@@ -134,6 +143,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"canvas drawings {canvas:.4f}), {card.training.seconds:.1f} s of training; wrote {out}"
     )
     return 0
+
+
+def _fine_tune_inputs(config: TrainConfig, corrections_file: str | None):
+    """((parent file, its predictor) or None, the corrections file's training pool or None)."""
+    from app.services.feedback_review import labelled_checksum
+    from model.data import Dataset
+    from model.experiment import Corrections
+    from model.weights import load_predictor
+
+    parent = None
+    if config.fine_tunes:
+        path = DEFAULT_WEIGHTS if config.parent == ACTIVE else str(config.parent)
+        parent = path, load_predictor(path)
+    if corrections_file is None:
+        return parent, None
+    with np.load(corrections_file, allow_pickle=False) as npz:  # as `digits feedback export` writes it
+        pool = ~npz["holdout"]  # the holdout measures versions; training never sees it
+        x, y, digests = npz["x"][pool], npz["y"][pool], [str(d) for d in npz["sha256"][pool]]
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8 or len(x) != len(y):
+        raise ValueError(f"{corrections_file}: x must be uint8 (n, 28, 28) with n labels")
+    return parent, Corrections(Dataset(x.reshape(len(x), -1), y), labelled_checksum(digests, y))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -386,6 +416,13 @@ def _model_commands(sub, settings) -> None:
     p.add_argument("--out", help="weights file to write (default: weights/PRESET.npz)")
     p.add_argument("--data-dir", default=settings.data_dir, help=data_help)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--corrections",
+        metavar="FILE",
+        help="accepted corrections to learn from, as `digits feedback export` writes them (their pool, never the "
+        "holdout); with --feedback-weight N, or preset finetune (whose --parent is a weights file; default: "
+        "the model a fresh install serves)",
+    )
     _config_flags(p)
     p.set_defaults(func=cmd_train)
 

@@ -75,6 +75,7 @@ class DetectorCard:
     negatives: int
     doubt_from: float | None = None  # P(not a digit) from which a digit answer is "not sure": an odd drawing
     auroc: dict[str, float] | None = None  # on held-out negatives: this detector vs 1 - max softmax
+    kept_from: str | None = None  # a fine-tune keeps its parent's detector (model.experiment.keep_detector)
 
 
 def _now() -> str:
@@ -92,6 +93,7 @@ class ModelCard:
     preset: str | None = None
     job_id: str | None = None  # the training job that made it, if a job did
     corrections: dict[str, Any] | None = None  # {"n", "checksum", "weight"} of the corrections it trained on
+    parent: str | None = None  # the version a fine-tune started from (its recipe: training.config)
     calibration: Calibration | None = None  # None: temperature 1 and the server's default threshold
     detector: DetectorCard | None = None  # None: this model never says "not a digit"
     created: str = field(default_factory=_now)

@@ -15,24 +15,14 @@ from model import calibration, trust
 from model.card import ModelCard, Score, TrainingRecord
 from model.config import TrainConfig
 from model.data import Dataset, Mnist, load_mnist, split
-from model.drawings import canvas_set, restyle
 from model.evaluation import evaluate
-from model.images import normalise_bytes
-from model.negatives import held_out_set
 from model.network import Network
 from model.predictor import Predictor
-from model.spec import SIDE, from_pixels
+from model.spec import from_pixels
 from model.train import ProgressCallback, train
 
 Labelled = tuple[np.ndarray, np.ndarray]  # x (n, 784) in [0, 1], labels (n,)
 PHOTO_NEGATIVES = 900  # photos of text, rooms and several digits, beside the drawn negatives
-
-
-def restyled(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
-    """MNIST images as drawn on the pad (model.drawings.restyle), through the server's normalisation."""
-    rng = np.random.default_rng(seed)
-    # A 140-pixel pad: the normalisation makes every size alike, and it is four times cheaper than 280.
-    return np.stack([normalise_bytes(restyle(img.reshape(SIDE, SIDE), rng, size=140)).reshape(-1) for img in x]), y
 
 
 @dataclass(frozen=True)
@@ -45,9 +35,8 @@ class Measured:
 
     @classmethod
     def of(cls, data: Mnist, restyled_test: int) -> Measured:
-        made = list(canvas_set())
-        canvas = np.stack([normalise_bytes(d.png).reshape(-1) for d in made]), np.array([d.label for d in made])
-        real = restyled(data.test.x[:restyled_test], data.test.y[:restyled_test], seed=2027)
+        canvas = trust.canvas()
+        real = trust.restyled(data.test.x[:restyled_test], data.test.y[:restyled_test], seed=2027)
         drawings = np.concatenate([real[0], canvas[0]]), np.concatenate([real[1], canvas[1]])
         return cls((from_pixels(data.test.x), data.test.y), canvas, drawings)
 
@@ -59,14 +48,20 @@ def canvas_accuracy(network: Network, measured: Measured) -> Score:
 
 
 def make_trustworthy(
-    trained: Predictor, config: TrainConfig, train_set: Dataset, val_set: Dataset, measured: Measured
+    trained: Predictor,
+    config: TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset,
+    measured: Measured,
+    parent: Predictor | None = None,
 ) -> Predictor:
-    """`trained` with a calibration fitted (and a detector trained when config.detector_epochs > 0)."""
+    """`trained` with a calibration fitted, and a detector: trained when config.detector_epochs > 0,
+    else the parent's, when fine-tuning one that has a detector (see keep_detector)."""
     n = config.calibration_drawings
     parts = [trust.drawings(n // 4, seed=config.seed + 7001)]
     if len(val_set):  # MNIST's validation images as drawn on the pad: what users send
         repeat = np.resize(np.arange(len(val_set)), n)  # each image drawn several ways when n > len(val_set)
-        parts.append(restyled(val_set.x[repeat], val_set.y[repeat], seed=config.seed + 7004))
+        parts.append(trust.restyled(val_set.x[repeat], val_set.y[repeat], seed=config.seed + 7004))
     fit_x, fit_y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     sets = {"mnist_test": measured.mnist_test, "drawings": measured.drawings}
     calibrated = trust.fit_calibration(trained.network, fit_x, fit_y, sets)
@@ -80,8 +75,8 @@ def make_trustworthy(
     )
     trained = dataclasses.replace(trained, card=trained.card.replace(calibration=calibrated))
     if not config.detector_epochs:
-        return trained
-    drawn = restyled(train_set.x[:3000], train_set.y[:3000], seed=config.seed + 7005)[0]
+        return keep_detector(trained, parent, config.parent, measured) if parent is not None else trained
+    drawn = trust.restyled(train_set.x[:3000], train_set.y[:3000], seed=config.seed + 7005)[0]
     photographed = trust.photos(train_set.x[3000:4500], train_set.y[3000:4500], seed=config.seed + 7007)[0]
     digits = np.concatenate(
         [from_pixels(train_set.x), trust.drawings(3000, seed=config.seed + 7002)[0], drawn, photographed]
@@ -94,11 +89,25 @@ def make_trustworthy(
     return dataclasses.replace(trained, card=trained.card.replace(detector=card), detector=detector)
 
 
+def keep_detector(trained: Predictor, parent: Predictor, name: str | None, measured: Measured) -> Predictor:
+    """`trained` with its parent's not-a-digit detector, unchanged, and why in its card.
+
+    The detector reads the image alone, never the classifier, so a fine-tuned classifier leaves what it
+    should say as it was; retraining it would cost the 24,000 generated negatives that a fine-tune is
+    too short for. Only its comparison with the new classifier's max-softmax is measured again."""
+    if parent.detector is None or parent.card.detector is None:
+        return trained
+    card = dataclasses.replace(
+        parent.card.detector,
+        kept_from=name,
+        auroc=_auroc(trained.network, parent.detector, measured),
+    )
+    return dataclasses.replace(trained, card=trained.card.replace(detector=card), detector=parent.detector)
+
+
 def _auroc(net: Network, detector: Network, measured: Measured) -> dict[str, float]:
     """How well each score separates held-out non-digits from the measured digits."""
-    digits = measured.drawings[0]
-    read = (trust.normalised_or_none(png) for _, png in held_out_set())
-    non_digits = np.stack([x for x in read if x is not None])  # the refused ones need no score
+    digits, non_digits = measured.drawings[0], trust.held_out_negatives()
     return {
         "detector": calibration.auroc(detector.predict_proba(digits)[:, 1], detector.predict_proba(non_digits)[:, 1]),
         "max_softmax": calibration.auroc(
@@ -118,24 +127,40 @@ class Corrections:
         return {"n": len(self.data), "checksum": self.checksum, "weight": weight}
 
 
+def learning_set(config: TrainConfig, train_set: Dataset, corrections: Corrections | None) -> Dataset:
+    """What the network trains on: MNIST's training images, or for a fine-tune `config.replay` of them
+    drawn at random; and the corrections, `feedback_weight` times each (a few hundred drawings would be
+    lost among 59,000 MNIST digits otherwise)."""
+    if config.fine_tunes:
+        pick = np.random.default_rng(config.seed + 7009).choice(len(train_set), config.replay, replace=False)
+        train_set = Dataset(train_set.x[np.sort(pick)], train_set.y[np.sort(pick)])
+    if corrections is None or not config.feedback_weight or not len(corrections.data):
+        return train_set
+    extra = corrections.data
+    return Dataset(
+        np.concatenate([train_set.x, *[extra.x] * config.feedback_weight]),
+        np.concatenate([train_set.y, *[extra.y] * config.feedback_weight]),
+    )
+
+
 def run_experiment(
     config: TrainConfig,
     data_dir: str | os.PathLike | None = None,
     *,
     corrections: Corrections | None = None,
+    parent: Predictor | None = None,
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Predictor:
-    data = load_mnist(data_dir)
-    train_set, val_set = split(data.train, config.train_size, config.val_size)
+    """Train `config` (from scratch, or on from `parent` when it fine-tunes), evaluate, make trustworthy."""
     use = corrections is not None and config.feedback_weight > 0 and len(corrections.data) > 0
-    if use:  # oversampled: a few hundred drawings would be lost among 59,000 MNIST digits otherwise
-        extra = corrections.data
-        train_set = Dataset(
-            np.concatenate([train_set.x, *[extra.x] * config.feedback_weight]),
-            np.concatenate([train_set.y, *[extra.y] * config.feedback_weight]),
-        )
-    result = train(config, train_set, val_set, on_progress=on_progress, should_stop=should_stop)
+    if config.fine_tunes and (parent is None or not use):
+        raise ValueError("a fine-tune needs the network it starts from and accepted corrections to learn from")
+    data = load_mnist(data_dir)
+    mnist_train, val_set = split(data.train, config.train_size, config.val_size)
+    train_set = learning_set(config, mnist_train, corrections)
+    start = parent.network if config.fine_tunes and parent is not None else None
+    result = train(config, train_set, val_set, start=start, on_progress=on_progress, should_stop=should_stop)
     record = TrainingRecord(
         config=config.as_dict(),
         seed=config.seed,
@@ -153,9 +178,11 @@ def run_experiment(
         test=evaluate(result.network, data.test),
         canvas=canvas_accuracy(result.network, measured),
         data_checksum=data.checksum,
-        corrections=corrections.record(config.feedback_weight) if use else None,
+        corrections=corrections.record(config.feedback_weight) if use and corrections is not None else None,
+        parent=config.parent,
     )
-    return make_trustworthy(Predictor(result.network, card), config, train_set, val_set, measured)
+    trained = Predictor(result.network, card)
+    return make_trustworthy(trained, config, mnist_train, val_set, measured, parent if config.fine_tunes else None)
 
 
 def retrofit(

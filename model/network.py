@@ -102,6 +102,8 @@ class Network:
         for layer, p, g, st in zip(self.layers, params, grads, state, strict=True):
             layer.params, layer.grads, layer.state = p, g, st
         self.timings: dict[str, list[float]] | None = None  # per layer forward/backward seconds, when asked
+        # Training moves the layers from this one on; those before it run as at inference (fine-tuning).
+        self.trainable_from = 0
 
     @property
     def spec(self) -> list[int] | list[dict[str, Any]]:
@@ -115,7 +117,8 @@ class Network:
     def decayed(self) -> list[np.ndarray]:
         """What weight decay shrinks, by nanoGPT's one rule: every parameter of two or more dimensions
         (kernels and weight matrices), never the biases and batch norm's scales and shifts."""
-        return [p for layer in self.layers for p in layer.params.values() if p.ndim >= 2]
+        trained = self.layers[self.trainable_from :]
+        return [p for layer in trained for p in layer.params.values() if p.ndim >= 2]
 
     def named_params(self) -> dict[str, np.ndarray]:
         """Arrays by the names the weights file stores them under: W0, b0, W1, b1, ... for a dense stack
@@ -134,6 +137,18 @@ class Network:
                 layer.rng = rng  # masks from the same generator, so a seed reproduces a run
         return self
 
+    def replica(self) -> Network:
+        """A twin that shares this network's weights (the very arrays, so an optimizer step moves both)
+        but has gradients, state and buffers of its own: a part of a batch can run on it in another
+        thread (model.parallel)."""
+        twin = Network(self.spec, self.dtype)
+        twin.params = self.params
+        for mine, theirs in zip(self.layers, twin.layers, strict=True):
+            theirs.params = mine.params
+        twin.state[...] = self.state
+        twin.trainable_from = self.trainable_from
+        return twin
+
     # ---- forward -------------------------------------------------------------------------------
 
     def _as_input(self, X: np.ndarray) -> np.ndarray:
@@ -145,7 +160,7 @@ class Network:
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         for i, layer in enumerate(self.layers):
             started = time.perf_counter()
-            x = layer.forward(x, training)
+            x = layer.forward(x, training and i >= self.trainable_from)
             self._time(i, "forward", started)
         return x
 
@@ -207,8 +222,8 @@ class Network:
         dZ = P.copy()  # dLoss/dlogits = (P - Y) / m, with Y one-hot
         dZ[np.arange(m), y] -= 1
         dZ *= 1.0 / m
-        for i in range(len(self.layers) - 1, -1, -1):
+        for i in range(len(self.layers) - 1, self.trainable_from - 1, -1):
             started = time.perf_counter()
-            dZ = self.layers[i].backward(dZ, need_dx=i > 0)  # no gradient for the input pixels
+            dZ = self.layers[i].backward(dZ, need_dx=i > self.trainable_from)  # none for the input pixels
             self._time(i, "backward", started)
         return BatchResult(loss, P)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from model.augment import Distorter
 from model.config import TrainConfig
 from model.data import Dataset, ShiftAugmenter
 from model.evaluation import evaluate
+from model.layers import describe
 from model.network import Network
+from model.parallel import BatchParts
 from model.spec import from_pixels
 
 
@@ -123,15 +127,51 @@ def train(
     train_set: Dataset,
     val_set: Dataset | None = None,
     *,
+    start: Network | None = None,
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     report_every: int = 50,
+    threads: int | None = None,
 ) -> TrainResult:
-    """Train a fresh network; the same config and seed reproduce a run exactly."""
+    """Train a fresh network, or go on training a copy of `start` (fine-tuning: `start` is left as it
+    was); the same config and seed reproduce a run exactly. `threads` (default: one per batch part, up
+    to the cores there are) only changes how fast it runs."""
     rng = np.random.default_rng(config.seed)
     net = config.network(rng)
+    if start is not None:
+        if start.spec != net.spec:
+            raise ValueError(f"cannot fine-tune {describe(start.spec)} as {describe(net.spec)}: the layers differ")
+        net.params[...] = start.params
+        net.state[...] = start.state
+    parts = BatchParts(net, config.batch_parts, rng, threads)
+    # Parts keep to one BLAS thread each: two BLAS pools on two cores spin-wait on each other, and a
+    # product's sums are then split the same way whatever the threads, so a seed gives the same run.
+    blas = threadpool_limits(1) if config.batch_parts > 1 else contextlib.nullcontext()
+    try:
+        with blas:
+            result = _run(
+                config, net, parts, Batches(train_set, config, rng), val_set, on_progress, should_stop, report_every
+            )
+    finally:
+        parts.close()
+    if start is not None and config.tuned_share < 1:  # part of the way back towards the parent
+        for mine, parents in ((net.params, start.params), (net.state, start.state)):
+            mine *= config.tuned_share
+            mine += (1 - config.tuned_share) * parents
+    return result
+
+
+def _run(
+    config: TrainConfig,
+    net: Network,
+    parts: BatchParts,
+    batches: Batches,
+    val_set: Dataset | None,
+    on_progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+    report_every: int,
+) -> TrainResult:
     optimizer = config.optimizer_for(net)
-    batches = Batches(train_set, config, rng)
     schedule = config.schedule_for(batches.steps_per_epoch)
     result, meter = TrainResult(net, config), Meter()
     started = time.perf_counter()
@@ -142,7 +182,7 @@ def train(
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled at epoch {epoch}, step {step}")
             lr = schedule(step)
-            loss, probs = net.backprop(xb, yb)
+            loss, probs = parts.backprop(xb, yb)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
             optimizer.step(net.params, net.grads, lr)

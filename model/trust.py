@@ -15,9 +15,10 @@ import numpy as np
 
 from model import calibration
 from model.card import Calibration, DetectorCard
-from model.drawings import STYLES, draw
+from model.drawings import STYLES, canvas_set, draw, restyle
+from model.generated import generated
 from model.images import ImageError, normalise_bytes, to_mnist
-from model.negatives import training_masks
+from model.negatives import held_out_set, training_masks
 from model.network import Network
 from model.optimizers import make_optimizer
 from model.photo_set import non_digit_set, photo_set
@@ -33,27 +34,74 @@ DETECTOR_DOUBTS = 0.02  # ... and at most this many (the oddest-looking) answere
 FIT_PHOTO_SCALE = 0.5  # photos to fit on are made at half size: 4x cheaper, read alike
 
 
-def drawings(n: int, seed: int, size: int = 140) -> tuple[np.ndarray, np.ndarray]:
+Labelled = tuple[np.ndarray, np.ndarray]  # x (n, 784) in [0, 1], labels (n,)
+
+
+def drawings(n: int, seed: int, size: int = 140) -> Labelled:
     """n generated canvas drawings, normalised as the server does: x (n, 784) in [0, 1], labels (n,)."""
-    rng = np.random.default_rng(seed)
-    made = [draw(i % 10, rng, STYLES[i % len(STYLES)], size=size) for i in range(n)]
-    return np.stack([normalise_bytes(d.png).reshape(-1) for d in made]), np.array([d.label for d in made])
+
+    def make() -> Labelled:
+        rng = np.random.default_rng(seed)
+        made = [draw(i % 10, rng, STYLES[i % len(STYLES)], size=size) for i in range(n)]
+        return np.stack([normalise_bytes(d.png).reshape(-1) for d in made]), np.array([d.label for d in made])
+
+    return generated("drawings", make, n=n, seed=seed, size=size)
 
 
-def photos(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def canvas() -> Labelled:
+    """The fixed canvas-style set (model.drawings.canvas_set), normalised as the server does."""
+
+    def make() -> Labelled:
+        made = list(canvas_set())
+        return np.stack([normalise_bytes(d.png).reshape(-1) for d in made]), np.array([d.label for d in made])
+
+    return generated("canvas", make)
+
+
+def held_out_negatives() -> np.ndarray:
+    """The held-out non-digits (model.negatives.held_out_set) the server would read, normalised; the
+    ones it refuses outright need no score."""
+
+    def make() -> tuple[np.ndarray]:
+        read = (normalised_or_none(png) for _, png in held_out_set())
+        return (np.stack([x for x in read if x is not None]),)
+
+    return generated("held-out-negatives", make)[0]
+
+
+def restyled(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
+    """MNIST images as drawn on the pad (model.drawings.restyle), through the server's normalisation."""
+
+    def make() -> Labelled:
+        rng = np.random.default_rng(seed)
+        # A 140-pixel pad: the normalisation makes every size alike, and it is four times cheaper than 280.
+        return np.stack([normalise_bytes(restyle(i.reshape(SIDE, SIDE), rng, size=140)).reshape(-1) for i in x]), y
+
+    return generated("restyled", make, x=x, y=y, seed=seed)
+
+
+def photos(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
     """MNIST images (n, 784) uint8 written on paper and photographed (the fitted kinds of
     model.photo_set, never the held-out ones), normalised as the server does: x (n, 784), labels."""
-    made = photo_set(x.reshape(-1, SIDE, SIDE), y, seed=seed, held_out=False, scale=FIT_PHOTO_SCALE)
-    read = [(normalised_or_none(p.jpeg), p.label) for p in made]
-    read = [(x, label) for x, label in read if x is not None]
-    return np.stack([r[0] for r in read]), np.array([r[1] for r in read])
+
+    def make() -> Labelled:
+        made = photo_set(x.reshape(-1, SIDE, SIDE), y, seed=seed, held_out=False, scale=FIT_PHOTO_SCALE)
+        read = [(normalised_or_none(p.jpeg), p.label) for p in made]
+        read = [(x, label) for x, label in read if x is not None]
+        return np.stack([r[0] for r in read]), np.array([r[1] for r in read])
+
+    return generated("photos", make, x=x, y=y, seed=seed)
 
 
 def photo_negatives(n: int, seed: int, digits: np.ndarray) -> np.ndarray:
     """n photos that hold no single digit (text, rooms, several digits), normalised; blank pages are
     left out: they are "no ink found" before the detector is asked."""
-    made = non_digit_set(n, seed, digits.reshape(-1, SIDE, SIDE), scale=FIT_PHOTO_SCALE)
-    return np.stack([x for x in (normalised_or_none(p.jpeg) for p in made) if x is not None])
+
+    def make() -> tuple[np.ndarray]:
+        made = non_digit_set(n, seed, digits.reshape(-1, SIDE, SIDE), scale=FIT_PHOTO_SCALE)
+        return (np.stack([x for x in (normalised_or_none(p.jpeg) for p in made) if x is not None]),)
+
+    return generated("photo-negatives", make, n=n, seed=seed, digits=digits)[0]
 
 
 def normalised_or_none(data: bytes) -> np.ndarray | None:
@@ -66,13 +114,17 @@ def normalised_or_none(data: bytes) -> np.ndarray | None:
 
 def negatives(n: int, seed: int) -> np.ndarray:
     """n generated non-digits (training kinds and fonts), normalised: (n, 784) in [0, 1]."""
-    out = []
-    for _, ink in training_masks(n, seed):
-        try:
-            out.append(to_mnist(np.asarray(ink, np.float32) / 255).reshape(-1))
-        except ImageError:  # a shape drawn too faint to see: nothing a person would send
-            continue
-    return np.stack(out)
+
+    def make() -> tuple[np.ndarray]:
+        out = []
+        for _, ink in training_masks(n, seed):
+            try:
+                out.append(to_mnist(np.asarray(ink, np.float32) / 255).reshape(-1))
+            except ImageError:  # a shape drawn too faint to see: nothing a person would send
+                continue
+        return (np.stack(out),)
+
+    return generated("negatives", make, n=n, seed=seed)[0]
 
 
 def fit_calibration(

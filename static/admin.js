@@ -85,6 +85,7 @@
     }
     for (const key of ["lr", "weight_decay"]) if (form.get(key) !== "") body[key] = parseFloat(form.get(key));
     for (const key of ["optimizer", "schedule"]) if (form.get(key)) body[key] = form.get(key);
+    if (body.preset === "finetune" && form.get("start_from")) body.start_from = form.get("start_from");
     if (form.get("layers").trim()) body.layers = form.get("layers").split(/[\s,]+/).filter(Boolean).map(Number);
     try {
       const job = await api("/train", { method: "POST", body: JSON.stringify(body),
@@ -303,12 +304,17 @@
     const body = $("models").querySelector("tbody");
     body.replaceChildren();
     versions.sort((a, b) => (b.metadata.created || "").localeCompare(a.metadata.created || ""));
+    const startFrom = $("start-from"), chosen = startFrom.value;
+    startFrom.replaceChildren(el("option", "the active version", { value: "" }));
+    for (const v of versions) startFrom.append(el("option", v.version, { value: v.version }));
+    startFrom.value = versions.some((v) => v.version === chosen) ? chosen : "";
     for (const v of versions) {
       const m = v.metadata;
       const tr = el("tr", null, { "data-version": v.version });
       const name = el("td");
       name.append(el("strong", v.version));
       if (v.active) name.append(" ", el("span", "active", { class: "badge active" }));
+      if (v.metadata.parent) name.append(el("div", `fine-tuned from ${v.metadata.parent}`, { class: "small muted" }));
       const test = m.test || {};
       if (test.per_class) {
         const details = el("details");

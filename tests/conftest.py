@@ -12,6 +12,9 @@ from PIL import Image
 _scratch = tempfile.mkdtemp(prefix="digits-tests-")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_scratch, "metrics"))
 os.environ.setdefault("DIGITS_RUNTIME_DIR", os.path.join(_scratch, "var"))
+# Generated training sets (model.generated) are kept for this run only: the suite measures what a fresh
+# machine makes, and its trainings share what one of them made.
+os.environ.setdefault("DIGITS_CACHE_DIR", os.path.join(_scratch, "generated"))
 os.environ.pop("ADMIN_TOKEN", None)
 
 pytest_plugins = ["pg"]  # a throw-away PostgreSQL for the shared-state tests

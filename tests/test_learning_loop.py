@@ -72,3 +72,35 @@ def test_accepted_corrections_teach_a_new_way_of_writing(make_client, settings, 
         assert scores[run["version"]]["n"] == 210 - len(pool)
     gate = runs["include"]["result"]["holdout"]  # the gate looked at it: no worse on real drawings
     assert gate["n"] == held_out and gate["candidate"] >= gate["active"]
+
+
+def test_a_fine_tune_learns_the_corrections_from_the_active_version(make_client, settings, admin):
+    client = make_client(settings.model_copy(update={"feedback_rate": "100000/minute"}))
+    registry = client.app.state.services.registry
+    parent = registry.active_version()
+    body = {"preset": "finetune", "replay": 1000, "tuned_share": 1, "activate": "always"}
+    refused = client.post("/train", json=body, headers=admin)
+    assert refused.status_code == 422 and "no accepted corrections" in refused.json()["detail"]
+
+    accepted = _send(client, list(unusual_set(210, seed=1)))
+    client.post("/feedback/review", json={"ids": accepted, "action": "accept"}, headers=admin)
+    assert client.post("/train", json={**body, "start_from": "nope"}, headers=admin).status_code == 404
+    wrong = client.post("/train", json={"preset": "quick", "start_from": parent}, headers=admin)
+    assert wrong.status_code == 422 and "finetune" in wrong.json()["detail"]
+
+    job = client.post("/train", json=body, headers=admin).json()
+    assert job["config"]["parent"] == parent and job["config"]["layers"] == registry.card(parent).layers
+    done, _ = wait_for(client, job["id"], {"succeeded", "failed"}, timeout=300)
+    assert done["status"] == "succeeded", done
+    assert done["progress"]["step"] == done["progress"]["total_steps"] <= 60  # a bounded job, reported
+    card = registry.card(done["version"])
+    assert card.parent == parent and card.training.config["replay"] == 1000
+    assert card.corrections["n"] == done["result"]["corrections"]["n"] > 100  # the pool, weighted 3 times
+    assert card.detector.kept_from == parent and card.calibration is not None
+    assert registry.active_version() == done["version"]
+
+    other = list(unusual_set(150, seed=4))  # drawn in the same ways, never sent
+    before, after = _accuracy(registry, parent, other), _accuracy(registry, done["version"], other)
+    print(f"\nfine-tune: unusual drawings {before:.1%} -> {after:.1%}, MNIST test {card.test_accuracy:.4f}")
+    assert after >= max(before + 0.03, 0.98)
+    assert card.test_accuracy >= registry.card(parent).test_accuracy - 0.003

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from app.services.job_store import Job, JobStatus
-from model.config import MAX_ELASTIC, MAX_ROTATE, MAX_SCALE, MAX_SHIFT, PRESETS
+from model.config import MAX_ELASTIC, MAX_ROTATE, MAX_SCALE, MAX_SHIFT, PRESETS, TRAIN_LAYERS
 from model.optimizers import OPTIMIZERS, SCHEDULES
 from model.spec import N_CLASSES
 
@@ -17,6 +17,7 @@ Pixel = Annotated[float, Strict()]  # a JSON number: not true, not "1"
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 OptimizerName = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 ScheduleName = Literal[SCHEDULES]  # type: ignore[valid-type]
+TrainLayers = Literal[TRAIN_LAYERS]  # type: ignore[valid-type]
 JobStatusName = Literal[tuple(s.value for s in JobStatus)]  # type: ignore[valid-type]
 
 
@@ -316,6 +317,17 @@ class TrainRequest(BaseModel):
         "exclude", description="'include': train on the accepted corrections' pool too (never the holdout)"
     )
     feedback_weight: int = Field(3, ge=1, le=100, description="with 'include': each correction counts this often")
+    start_from: str | None = Field(
+        None,
+        max_length=64,
+        description="preset 'finetune': the version to go on training (default: the active one); a fine-tune "
+        "always learns from the accepted corrections' pool, mixed with MNIST images so that it does not forget",
+    )
+    replay: int | None = Field(None, ge=0, le=59_000, description="preset 'finetune': MNIST images mixed in")
+    train_layers: TrainLayers | None = Field(None, description="preset 'finetune': 'all', or 'dense' only")
+    tuned_share: float | None = Field(
+        None, gt=0, le=1, description="preset 'finetune': end at parent + share * (tuned - parent)"
+    )
 
     @field_validator("layers")
     @classmethod

@@ -137,6 +137,10 @@ class Review:
         )  # fmt: skip
         return x, np.array([r.label for r in rows], np.uint8), [r.sha256 for r in rows]
 
+    def count(self, part: str | None = None) -> int:
+        """How many accepted corrections there are (in one part of the split, if named)."""
+        return len(self._accepted_rows([], part))
+
     def checksum_of(self, part: str | None = None) -> str:
         """The accepted set's (or one part's) checksum, from the table alone: no image is read."""
         rows = self._accepted_rows(["label"], part)

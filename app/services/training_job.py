@@ -78,8 +78,14 @@ def _train_and_register(
 ) -> tuple[str, Predictor]:
     config = TrainConfig(**job.config)
     corrections = _corrections(feedback) if config.feedback_weight else None
+    parent = registry.load(config.parent).predictor if config.parent is not None else None
     trained = run_experiment(
-        config, data_dir, corrections=corrections, on_progress=_Progress(store, job.id), should_stop=should_stop
+        config,
+        data_dir,
+        corrections=corrections,
+        parent=parent,
+        on_progress=_Progress(store, job.id),
+        should_stop=should_stop,
     )
     trained = dataclasses.replace(trained, card=trained.card.replace(preset=job.preset, job_id=job.id))
     version = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + job.id[:6]
