@@ -17,7 +17,7 @@ from model.data import Dataset, ShiftAugmenter
 from model.evaluation import evaluate
 from model.layers import describe
 from model.network import Network
-from model.parallel import BatchParts
+from model.parallel import BatchParts, made_ahead
 from model.spec import from_pixels
 
 
@@ -64,7 +64,7 @@ class Batches:
     so a seed reproduces a run.
     """
 
-    def __init__(self, data: Dataset, config: TrainConfig, rng: np.random.Generator) -> None:
+    def __init__(self, data: Dataset, config: TrainConfig, rng: np.random.Generator, ahead: bool = False) -> None:
         self.n = len(data)
         self.size = self.n if config.batch_size == 0 else min(config.batch_size, self.n)
         self.steps_per_epoch = -(-self.n // self.size)
@@ -76,8 +76,14 @@ class Batches:
             self.augmenter = ShiftAugmenter(data.x, config.augment_shift) if config.augment_shift else None
         plain = self.augmenter is None or config.clean_epochs > 0  # some epochs see the images as they are
         self.x_all = from_pixels(data.x, self.dtype) if plain else None  # (n, 784), normalised once
-        self.x_batch = np.empty((self.size, data.x.shape[1]), self.dtype)
+        # Made ahead (model.parallel.made_ahead), a batch is made while the one before is in use: each
+        # gets its own array then, rather than one reused.
+        self.ahead, self.width = ahead, data.x.shape[1]
+        self.x_batch = None if ahead else np.empty((self.size, data.x.shape[1]), self.dtype)
         self.y_all = data.y.astype(np.intp)
+
+    def _out(self, m: int) -> np.ndarray:
+        return np.empty((m, self.width), self.dtype) if self.x_batch is None else self.x_batch[:m]
 
     def epoch(self, augment: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(x, y) batches of one epoch: x (m, 784) float, y (m,) labels; x is reused between batches."""
@@ -90,11 +96,11 @@ class Batches:
             if isinstance(augmenter, Distorter):
                 xb = augmenter.batch(idx, self.rng)  # floats in [0, 1] already
             elif augmenter is not None:
-                xb = from_pixels(augmenter.batch(idx, self.rng), self.dtype, out=self.x_batch[:m])
+                xb = from_pixels(augmenter.batch(idx, self.rng), self.dtype, out=self._out(m))
             elif full_batch:
                 xb = self.x_all
             else:
-                xb = np.take(self.x_all, idx, axis=0, out=self.x_batch[:m], mode="clip")
+                xb = np.take(self.x_all, idx, axis=0, out=self._out(m), mode="clip")
             yield xb, self.y_all[idx]
 
 
@@ -144,14 +150,13 @@ def train(
         net.params[...] = start.params
         net.state[...] = start.state
     parts = BatchParts(net, config.batch_parts, rng, threads)
+    batches = Batches(train_set, config, rng, ahead=parts.pool is not None)
     # Parts keep to one BLAS thread each: two BLAS pools on two cores spin-wait on each other, and a
     # product's sums are then split the same way whatever the threads, so a seed gives the same run.
     blas = threadpool_limits(1) if config.batch_parts > 1 else contextlib.nullcontext()
     try:
         with blas:
-            result = _run(
-                config, net, parts, Batches(train_set, config, rng), val_set, on_progress, should_stop, report_every
-            )
+            result = _run(config, net, parts, batches, val_set, on_progress, should_stop, report_every)
     finally:
         parts.close()
     if start is not None and config.tuned_share < 1:  # part of the way back towards the parent
@@ -178,7 +183,8 @@ def _run(
     step = 0
     for epoch in range(1, config.epochs + 1):
         meter.new_epoch()
-        for i, (xb, yb) in enumerate(batches.epoch(augment=epoch <= config.epochs - config.clean_epochs), 1):
+        made = batches.epoch(augment=epoch <= config.epochs - config.clean_epochs)
+        for i, (xb, yb) in enumerate(made_ahead(made) if batches.ahead else made, 1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled at epoch {epoch}, step {step}")
             lr = schedule(step)
