@@ -168,13 +168,16 @@ def _fine_tune_inputs(config: TrainConfig, corrections_file: str | None):
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from model.experiment import retrofit
-    from model.weights import load, save
+    from model.weights import load, load_predictor, save
 
     try:
         net, card = load(args.weights)
         config = TrainConfig(**card.training.config) if card.training else preset("default")
         overrides = {k: v for k, v in (("detector_epochs", args.detector_epochs), ("negatives", args.negatives)) if v}
-        trained = retrofit(net, card, config.replace(**overrides), args.data_dir)
+        keep = load_predictor(args.weights) if args.keep_detector else None
+        if keep is not None and keep.detector is None:
+            raise ValueError(f"{args.weights} has no not-a-digit detector to keep")
+        trained = retrofit(net, card, config.replace(**overrides), args.data_dir, keep_detector_of=keep)
     except (WeightsError, DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -431,6 +434,8 @@ def _model_commands(sub, settings) -> None:
     p.add_argument("--out", help="weights file to write (default: the same file)")
     p.add_argument("--detector-epochs", type=int, help="train the detector this long (default: the model's config)")
     p.add_argument("--negatives", type=int, help="generated non-digits for the detector")
+    keep_help = "refit the calibration only, keeping the file's detector (its card says so)"
+    p.add_argument("--keep-detector", action="store_true", help=keep_help)
     p.add_argument("--data-dir", default=settings.data_dir, help=data_help)
     p.set_defaults(func=cmd_calibrate)
 

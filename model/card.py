@@ -75,7 +75,9 @@ class DetectorCard:
     negatives: int
     doubt_from: float | None = None  # P(not a digit) from which a digit answer is "not sure": an odd drawing
     auroc: dict[str, float] | None = None  # on held-out negatives: this detector vs 1 - max softmax
-    kept_from: str | None = None  # a fine-tune keeps its parent's detector (model.experiment.keep_detector)
+    # a fine-tune keeps its parent's detector (model.experiment.keep_detector): the parent's name;
+    # "recalibrated": `digits calibrate --keep-detector` refitted the calibration only
+    kept_from: str | None = None
 
 
 def _now() -> str:

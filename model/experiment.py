@@ -186,10 +186,20 @@ def run_experiment(
 
 
 def retrofit(
-    network: Network, card: ModelCard, config: TrainConfig, data_dir: str | os.PathLike | None = None
+    network: Network,
+    card: ModelCard,
+    config: TrainConfig,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    keep_detector_of: Predictor | None = None,
 ) -> Predictor:
-    """An already trained classifier, made trustworthy as a new run would be: same weights, new fits."""
+    """An already trained classifier, made trustworthy as a new run would be: same weights, new fits;
+    with `keep_detector_of`, that predictor's detector instead of a new one (kept_from "recalibrated")."""
     data = load_mnist(data_dir)
     train_set, val_set = split(data.train, config.train_size, config.val_size)
     untrusted = Predictor(network, card.replace(calibration=None, detector=None))
-    return make_trustworthy(untrusted, config, train_set, val_set, Measured.of(data, config.held_out_drawings))
+    measured = Measured.of(data, config.held_out_drawings)
+    if keep_detector_of is None:
+        return make_trustworthy(untrusted, config, train_set, val_set, measured)
+    calibrated = make_trustworthy(untrusted, config.replace(detector_epochs=0), train_set, val_set, measured)
+    return keep_detector(calibrated, keep_detector_of, "recalibrated", measured)

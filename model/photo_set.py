@@ -3,15 +3,17 @@
 Each photo is drawn from a recipe of independent kinds, so results can be reported per kind and
 whole kinds kept out of everything that is fitted:
 
-    paper   plain, ruled (with or without a margin), squared; held out: dotted, kraft (brown)
-    ink     ballpoint black, ballpoint blue, gel; held out: marker, pencil
-    light   even, gradient, side shadow; held out: spot (a lamp's bright patch and dark corners)
+    paper   plain, ruled (with or without a margin), squared; held out: dotted, kraft (brown),
+            sticky (a yellow note)
+    ink     ballpoint black, ballpoint blue, gel; held out: marker, pencil, ballpoint red
+    light   even, gradient, side shadow; held out: spot (a lamp's bright patch and dark corners),
+            dim (a dark room: the page a third as bright, its noise the larger)
 
 and within each, continuous parameters: paper tint, line spacing and colour, pen width (1.5-6% of
 the digit's height), ink darkness, digit height (15-45% of the frame), position, rotation (+-8
 degrees), blur, sensor noise, JPEG quality (55-95) and frame size (640x480 to 800x600, either way
 up). The digits' shapes come from MNIST images (real handwriting) redrawn with a pen: thinned to
-their skeleton, then stroked at the pen's width. Non-digit photos are blank pages, pages of text
+one centre line (Zhang & Suen), then stroked at the pen's width. Non-digit photos are blank pages, pages of text
 lines, rooms (shapes and textures, no writing) and two to four digits side by side.
 """
 
@@ -25,17 +27,17 @@ import cv2
 import numpy as np
 from PIL import Image
 
-PAPERS, HELD_OUT_PAPERS = ("plain", "ruled", "squared"), ("dotted", "kraft")
-INKS, HELD_OUT_INKS = ("ballpoint-black", "ballpoint-blue", "gel"), ("marker", "pencil")
-LIGHTS, HELD_OUT_LIGHTS = ("even", "gradient", "shadow"), ("spot",)
+PAPERS, HELD_OUT_PAPERS = ("plain", "ruled", "squared"), ("dotted", "kraft", "sticky")
+INKS, HELD_OUT_INKS = ("ballpoint-black", "ballpoint-blue", "gel"), ("marker", "pencil", "ballpoint-red")
+LIGHTS, HELD_OUT_LIGHTS = ("even", "gradient", "shadow"), ("spot", "dim")
 NON_DIGITS = ("blank", "text", "room", "several")
 INK_RGB = {
     "ballpoint-black": (0.18, 0.18, 0.22), "ballpoint-blue": (0.18, 0.28, 0.68), "gel": (0.1, 0.1, 0.14),
-    "marker": (0.08, 0.08, 0.1), "pencil": (0.42, 0.42, 0.45),
+    "marker": (0.08, 0.08, 0.1), "pencil": (0.42, 0.42, 0.45), "ballpoint-red": (0.72, 0.16, 0.18),
 }  # fmt: skip
 PEN_WIDTH = {  # of the digit's height
     "ballpoint-black": (0.015, 0.035), "ballpoint-blue": (0.015, 0.035), "gel": (0.03, 0.05),
-    "marker": (0.08, 0.13), "pencil": (0.015, 0.03),
+    "marker": (0.08, 0.13), "pencil": (0.015, 0.03), "ballpoint-red": (0.015, 0.035),
 }  # fmt: skip
 
 
@@ -51,17 +53,6 @@ class Photo:
         return bool(held & set(self.kind.values()))
 
 
-def _skeleton(mask: np.ndarray) -> np.ndarray:
-    """Lantuejoul's morphological skeleton: the centre lines of the strokes."""
-    element = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    skeleton = np.zeros_like(mask)
-    while mask.any():
-        eroded = cv2.erode(mask, element)
-        skeleton |= mask & ~cv2.dilate(eroded, element)
-        mask = eroded
-    return skeleton
-
-
 def pen_mask(digit: np.ndarray, height: int, pen: str, rng: np.random.Generator) -> np.ndarray:
     """An MNIST digit (28x28 uint8) redrawn `height` px tall with a pen: float32 coverage in [0, 1]."""
     return redraw(digit, height, max(1.5, height * rng.uniform(*PEN_WIDTH[pen])))
@@ -74,17 +65,21 @@ def redraw(digit: np.ndarray, height: int, width: float) -> np.ndarray:
     big = cv2.resize(digit, (size, size), interpolation=cv2.INTER_CUBIC)
     big = cv2.GaussianBlur(big, (0, 0), max(0.5, scale / 3))
     mask = (big > 110).astype(np.uint8)
-    core = cv2.dilate(_skeleton(mask), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    # Zhang & Suen's thinning: one connected centre line, as a pen draws it. (A morphological
+    # skeleton left spurs at every stroke's end and turned many 6s into 4s.)
+    centre = cv2.ximgproc.thinning(mask * 255, thinningType=cv2.ximgproc.THINNING_ZHANGSUEN) // 255
+    core = cv2.dilate(centre, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     dist = cv2.distanceTransform(1 - core, cv2.DIST_L2, 3)
     return np.clip(width / 2 + 0.5 - dist, 0, 1).astype(np.float32)  # anti-aliased stroke edges
 
 
 def _paper(h: int, w: int, paper: str, rng: np.random.Generator) -> np.ndarray:
-    tint = (
-        (0.78, 0.66, 0.5)
-        if paper == "kraft"
-        else tuple(rng.uniform(0.9, 0.98) - np.array([0, 0.01, 0.04]) * rng.random())
-    )
+    if paper == "kraft":
+        tint = (0.78, 0.66, 0.5)
+    elif paper == "sticky":  # a yellow sticky note
+        tint = (0.97, 0.9, rng.uniform(0.4, 0.6))
+    else:
+        tint = tuple(rng.uniform(0.9, 0.98) - np.array([0, 0.01, 0.04]) * rng.random())
     page = np.empty((h, w, 3), np.float32)
     page[...] = tint
     line = np.array(rng.choice([(0.55, 0.7, 0.9), (0.6, 0.6, 0.65), (0.5, 0.75, 0.85)]), np.float32)
@@ -113,6 +108,9 @@ def _light(h: int, w: int, light: str, rng: np.random.Generator) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     if light == "even":
         return np.full((h, w), rng.uniform(0.85, 1.0), np.float32)
+    if light == "dim":  # a dim room: a dark page, its noise the larger for it, and a slight gradient
+        low = rng.uniform(0.3, 0.45)
+        return np.full((h, w), low, np.float32) * (0.9 + 0.1 * np.linspace(0, 1, w, dtype=np.float32))[None, :]
     angle = rng.uniform(0, 2 * np.pi)
     t = (np.cos(angle) * (xs / w - 0.5) + np.sin(angle) * (ys / h - 0.5)) + 0.5  # 0..1 across the page
     if light == "gradient":

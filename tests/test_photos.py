@@ -88,6 +88,56 @@ def test_specks_and_blobs_touching_the_frame_are_dropped():
     assert kept[100:250, 300:306].all() and kept.sum() == 150 * 6
 
 
+def test_small_marks_far_from_the_writing_are_dropped_and_near_ones_kept():
+    mask = np.zeros((H, W), np.uint8)
+    mask[100:250, 300:306] = 1  # the digit's stroke, 150 px
+    mask[95:101, 310:340] = 1  # a 5's flag, a few px off the stroke: kept
+    mask[254:268, 302:304] = 1  # a crumb where the ball skipped: kept
+    mask[440:442, 20:80] = 1  # a piece of a ruled line left near the page's edge: dropped
+    kept = photos.keep_marks(mask)
+    assert kept[100:250, 300:306].all() and kept[95:101, 310:340].all() and kept[254:268, 302:304].all()
+    assert not kept[440:442, 20:80].any()
+    mask[100:250, 500:506] = 1  # a second digit far off, as large as the first: writing too
+    assert photos.keep_marks(mask)[100:250, 500:506].all()
+
+
+def test_a_stroke_broken_into_crumbs_is_one_digit_and_a_page_of_words_is_not():
+    p = with_stroke(page(), y0=100, y1=200)
+    for y in range(205, 355, 15):  # then the ballpoint skips: ten thin crumbs down the stroke
+        p[y : y + 12, 301:303] = 60
+    assert photos.ink_of_page(p)[110:190, 300:304].mean() > 0.5  # read, not refused
+    words = page()
+    for y in range(60, 440, 40):
+        for x in range(40, 600, 30):
+            words[y : y + 14, x : x + 3] = 60
+    with pytest.raises(photos.TooManyMarks):
+        photos.ink_of_page(words)
+
+
+def test_the_generated_pen_follows_one_centre_line(mnist_test):
+    """A digit written in one stroke is redrawn as one stroke: no spurs, no crumbs (a morphological
+    skeleton left both, and turned 6s into 4s)."""
+    from model.photo_set import redraw
+
+    for img in mnist_test.x[:60]:
+        digit = img.reshape(28, 28)
+        pieces = cv2.connectedComponents((digit > 110).astype(np.uint8))[0] - 1
+        drawn = cv2.connectedComponents((redraw(digit, 160, 4.0) > 0.5).astype(np.uint8))[0] - 1
+        assert drawn <= pieces, (pieces, drawn)
+
+
+def test_dark_ink_on_paper_in_a_dim_room_and_chalk_on_a_board_are_both_found():
+    dim = with_stroke(page(np.full((H, W), 0.35)), level=25)  # paper at about 80 of 255, ink darker still
+    assert photos.dark_ink(dim)
+    assert photos.ink_of_page(dim)[160:320, 300:304].mean() > 0.5
+    board = np.full((H, W), 40, np.uint8)
+    board[150:330, 300:304] = 210  # chalk
+    board = np.clip(board + np.random.default_rng(1).normal(0, 3, board.shape), 0, 255).astype(np.uint8)
+    assert not photos.dark_ink(board)
+    ink = photos.ink_of_page(board)
+    assert ink[160:320, 300:304].mean() > 0.5 and ink[:, :250].max() == 0
+
+
 def test_thin_strokes_are_widened_to_mnist_proportions():
     mask = np.zeros((H, W), np.uint8)
     mask[100:300, 300:303] = 1  # 3 px wide, 200 px tall: a ratio of 0.015

@@ -144,6 +144,29 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     assert "confusion matrix" in text and "per class" in text
 
 
+def test_cli_calibrate_can_keep_the_detector(tmp_path, capsys):
+    """`digits calibrate --keep-detector` refits the calibration and leaves the detector as it was,
+    saying so in the card; a file without a detector is refused, not given none silently."""
+    bare = tmp_path / "tiny.npz"
+    assert cli(["train", "--preset", "tiny", "--out", str(bare), "--quiet"]) == 0
+    net, card = weights.load(bare)
+    shipped = weights.load_predictor(ROOT / "weights" / "cnn.npz")
+    with_detector = tmp_path / "with-detector.npz"
+    weights.save(with_detector, net, card.replace(calibration=None, detector=shipped.card.detector), shipped.detector)
+    out = tmp_path / "recalibrated.npz"
+    capsys.readouterr()
+    assert cli(["calibrate", str(with_detector), "--keep-detector", "--out", str(out)]) == 0
+    assert "not a digit from" in capsys.readouterr().out
+    kept = weights.load_predictor(out)
+    assert kept.card.detector.kept_from == "recalibrated"
+    assert kept.card.detector.threshold == shipped.card.detector.threshold
+    assert np.array_equal(kept.detector.params, shipped.detector.params)
+    assert kept.card.calibration is not None and kept.card.calibration.photo_temperature > 0
+    assert cli(["calibrate", str(bare), "--keep-detector", "--out", str(tmp_path / "x.npz")]) == 1
+    assert "no not-a-digit detector to keep" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_cli_refuses_bad_overrides_and_bad_files(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:  # argparse refuses a value outside the allowed ones
         cli(["train", "--preset", "tiny", "--optimizer", "lbfgs", "--out", str(tmp_path / "x.npz")])
