@@ -237,10 +237,10 @@ PRESETS: dict[str, TrainConfig] = {
     # request to the new version served (issue 23 has the measurements that chose the recipe). The
     # layers are the parent's; the detector is the parent's (model.experiment.keep_detector).
     "finetune": TrainConfig(
-        CNN_LAYERS, optimizer="adam", lr=2e-4, schedule="cosine", lr_min=1e-5, epochs=4, batch_size=128,
+        CNN_LAYERS, optimizer="adam", lr=3e-4, schedule="cosine", lr_min=1e-5, epochs=4, batch_size=128,
         batch_parts=2, augment_shift=2, augment_rotate=10, augment_scale=0.1, val_size=1_000, seed=1,
-        parent=ACTIVE, replay=4_000, feedback_weight=3, tuned_share=0.6, calibration_drawings=1_000,
-        held_out_drawings=1_000,
+        parent=ACTIVE, replay=4_000, feedback_weight=3, tuned_share=0.7, train_layers="dense",
+        calibration_drawings=1_000, held_out_drawings=1_000,
     ),
     # Seconds, for demos and tests; a smaller calibration too.
     "quick": TrainConfig(
