@@ -226,12 +226,13 @@ PRESETS: dict[str, TrainConfig] = {
         epochs=30, batch_size=128, augment_shift=2, val_size=1_000, seed=1, detector_epochs=8, negatives=24_000,
     ),
     # The CNN (model.layers): two 5x5 convolutions with 2x2 max pooling and batch norm, a 256-unit
-    # dense layer, dropout; distorted digits (shifts, rotations, scaling) except in the last 3 epochs,
-    # which see the images as they are. Under 10 minutes on 2 cores (README has the figures).
+    # dense layer, dropout; distorted digits (shifts, rotations, scaling) except in the last 2 epochs,
+    # which see the images as they are; each batch worked in two parts on two cores (model.parallel).
+    # 16 epochs reach what 20 did before (99.60% against 99.58%, issue 23) in half the wall time.
     "cnn": TrainConfig(
-        CNN_LAYERS, optimizer="adam", lr=2e-3, schedule="cosine", lr_min=1e-5, epochs=20, batch_size=128,
-        augment_shift=2, augment_rotate=10, augment_scale=0.1, clean_epochs=3, val_size=1_000, seed=1,
-        detector_epochs=8, negatives=24_000,
+        CNN_LAYERS, optimizer="adam", lr=2e-3, schedule="cosine", lr_min=1e-5, epochs=16, batch_size=128,
+        batch_parts=2, augment_shift=2, augment_rotate=10, augment_scale=0.1, clean_epochs=2, val_size=1_000,
+        seed=1, detector_epochs=8, negatives=24_000,
     ),
     # Fine-tuning the active version (or the one named) on the accepted corrections, a minute from the
     # request to the new version served (issue 23 has the measurements that chose the recipe). The
