@@ -38,6 +38,7 @@ MARK_SHARE = 0.1  # a mark counts when it has this share of the largest's ink: a
 FILLED = 0.3  # a mark this wide for its size is a filled shape, not a stroke (MNIST digits: at most 0.29)
 SIZEABLE = 0.25  # a mark with this share of the largest's ink is writing wherever it lies
 NEAR = 0.35  # a smaller mark is kept within this share of the largest's longer side of the writing
+MAX_WEIGHED = 400  # marks weighed one against another at most (a page of text holds ~80)
 CLEAN_SLIGHT = 0.065  # at most this share of pixels just off the background: a drawing, not a photo
 
 
@@ -146,6 +147,8 @@ def _near_the_writing(boxes: np.ndarray, area: np.ndarray, keep: np.ndarray) -> 
     each digit of several, a 1 beside an 8) and whatever lies near them, a stroke's own crumbs or a
     5's flag; small marks far from all of it are what the paper left (a piece of a line at the page's
     edge, a crease), and would otherwise stretch the crop around the digit. `boxes` (n, 4) x0 y0 x1 y1."""
+    if keep.sum() > MAX_WEIGHED:  # print or noise: refused or doubted anyway, and (n, n) gaps would not fit
+        return keep
     largest = np.argmax(np.where(keep, area, -1))
     reach = NEAR * max(boxes[largest, 2] - boxes[largest, 0], boxes[largest, 3] - boxes[largest, 1])
     near = keep & (area >= SIZEABLE * area[largest])

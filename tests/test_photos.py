@@ -114,6 +114,24 @@ def test_a_stroke_broken_into_crumbs_is_one_digit_and_a_page_of_words_is_not():
         photos.ink_of_page(words)
 
 
+def test_thousands_of_marks_cost_little_memory():
+    """Marks are weighed against each other in pairs; a page of thousands (print, noise, a hostile
+    image) must not make an (n, n) table of them."""
+    import tracemalloc
+
+    mask = np.zeros((800, 800), np.uint8)
+    for y in range(3, 795, 9):  # 88 rows of 88 short strokes: 7,744 marks of a size
+        for x in range(3, 795, 9):
+            mask[y : y + 7, x : x + 2] = 1
+    tracemalloc.start()
+    try:
+        kept = photos.keep_marks(mask)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kept.sum() > 0 and peak < 100 * 2**20, peak
+
+
 def test_the_generated_pen_follows_one_centre_line(mnist_test):
     """A digit written in one stroke is redrawn as one stroke: no spurs, no crumbs (a morphological
     skeleton left both, and turned 6s into 4s)."""
