@@ -168,16 +168,17 @@ def _fine_tune_inputs(config: TrainConfig, corrections_file: str | None):
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from model.experiment import retrofit
-    from model.weights import load, load_predictor, save
+    from model.weights import load_predictor, save
 
     try:
-        net, card = load(args.weights)
+        current = load_predictor(args.weights)
+        card = current.card
         config = TrainConfig(**card.training.config) if card.training else preset("default")
         overrides = {k: v for k, v in (("detector_epochs", args.detector_epochs), ("negatives", args.negatives)) if v}
-        keep = load_predictor(args.weights) if args.keep_detector else None
-        if keep is not None and keep.detector is None:
+        if args.keep_detector and current.detector is None:
             raise ValueError(f"{args.weights} has no not-a-digit detector to keep")
-        trained = retrofit(net, card, config.replace(**overrides), args.data_dir, keep_detector_of=keep)
+        keep = current if args.keep_detector else None
+        trained = retrofit(current.network, card, config.replace(**overrides), args.data_dir, keep_detector_of=keep)
     except (WeightsError, DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
