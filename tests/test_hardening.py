@@ -58,6 +58,17 @@ def worker_pid(url: str) -> int:
     return httpx.get(f"{url}/readyz", timeout=5).json()["worker"]
 
 
+def worker_pids(url: str, workers: int) -> set[int]:
+    """The web processes answering, asked until all `workers` have been seen (the kernel may hand
+    many connections in a row to one), or 200 times."""
+    seen: set[int] = set()
+    for _ in range(200):
+        seen.add(worker_pid(url))
+        if len(seen) >= workers:
+            break
+    return seen
+
+
 PROBE = httpx.Client(timeout=5)  # httpx.get() would spend ~30 ms of its own making a client each time
 
 
@@ -442,7 +453,8 @@ def test_22_1_a_full_runtime_disk_costs_only_the_writes_that_need_it(tmp_path):
             with contextlib.suppress(OSError), open(mount / "filler", "wb", buffering=0) as f:
                 while True:
                     f.write(b"\0" * 65536)
-            pids = {worker_pid(s.url) for _ in range(20)}
+            pids = worker_pids(s.url, 2)
+            assert len(pids) == 2
             routes = "/predict /predict/batch /read /read/batch /explain /feedback /models /train /healthz /readyz"
             routes = [*routes.split(), "/metrics", "/", "/admin", "/docs", "/nope", "/feedback/review"]
             for _ in range(2):  # every route, method and status a label set of its own: the metrics files grow
@@ -456,7 +468,7 @@ def test_22_1_a_full_runtime_disk_costs_only_the_writes_that_need_it(tmp_path):
             assert [a.status_code for a in answers] == [200] * 40
             assert c.get("/healthz").status_code == 200
             assert c.get("/models").status_code == 200  # the cards of versions never cached: read in memory
-            assert {worker_pid(s.url) for _ in range(20)} == pids, "a worker died and was replaced"
+            assert {worker_pid(s.url) for _ in range(40)} <= pids, "a worker died and was replaced"
             image = "data:image/png;base64," + base64.b64encode(save(seven(98))).decode()
             r = c.post("/feedback", json={"image": image, "label": 7})
             assert r.status_code in (201, 503), r.text  # stored if SQLite had a page to spare, else refused
