@@ -191,7 +191,9 @@ def dark_ink(gray: np.ndarray) -> bool:
     is darker than a lit blackboard. A mean would not do either: the ink lowers it, and the paper
     around every stroke then stands out above it.) Judged on the page reduced to 200 px: cheap, and
     still a stroke where one is written."""
-    small = cv2.resize(gray, None, fx=200 / max(gray.shape), fy=200 / max(gray.shape), interpolation=cv2.INTER_AREA)
+    f = 200 / max(gray.shape)
+    size = (max(1, round(gray.shape[1] * f)), max(1, round(gray.shape[0] * f)))  # a 1 x 4000 strip stays 1 px high
+    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     off = small.astype(np.int16) - cv2.medianBlur(small, 13).astype(np.int16)  # 13 px: wider than any stroke
     noise = 1.4826 * float(np.median(np.abs(off)))  # the paper's grain and the sensor's, robustly
     level = max(6.0, 4 * noise)

@@ -156,6 +156,14 @@ def test_dark_ink_on_paper_in_a_dim_room_and_chalk_on_a_board_are_both_found():
     assert ink[160:320, 300:304].mean() > 0.5 and ink[:, :250].max() == 0
 
 
+@pytest.mark.parametrize("shape", [(1, 4000), (2, 4000), (3, 3000), (4000, 2)])
+def test_a_noisy_strip_of_a_photo_is_no_ink_not_a_crash(shape):
+    strip = np.clip(180 + np.random.default_rng(0).normal(0, 20, shape), 0, 255).astype(np.uint8)
+    data = png_bytes(Image.fromarray(strip).convert("RGB"), "JPEG", quality=60)
+    with pytest.raises(ImageError, match="no ink"):
+        normalise_bytes(data)
+
+
 def test_thin_strokes_are_widened_to_mnist_proportions():
     mask = np.zeros((H, W), np.uint8)
     mask[100:300, 300:303] = 1  # 3 px wide, 200 px tall: a ratio of 0.015
