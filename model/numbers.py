@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -36,10 +37,12 @@ from model.predictor import Answers
 
 MAX_DIGITS = 12
 MAX_PIECES = 60  # connected components after specks are dropped: more is a page of writing
-MAX_PER_DIGIT = 4  # parts one digit is made of at most (a 4 in two strokes cut once more: 3)
+MAX_PER_DIGIT = 12  # parts one digit is made of at most (slices of a wide piece, DENSE_SPACING apart)
 MAX_WIDTH = 1.5  # a digit's width at most, in line heights (a wide 0, slanted, 15% taller)
 CUT_FROM = 0.6  # pieces wider than this (in line heights) may be two or more touching digits
-MAX_CUTS = 10  # per piece
+MAX_CUTS = 10  # per piece, at the thinnest places of its profile
+DENSE_FROM = 1.0  # pieces wider than this (in line heights) are also sliced evenly: surely two digits or more
+DENSE_SPACING = 0.1  # of the line height, between those slices
 CUT_SPACING = 0.2  # of the line height, between two cuts of a piece
 CUT_MARGIN = 0.15  # of the line height: no cut nearer a piece's end
 LINK_GAP = 0.06  # parts further apart than this (in line heights) are never one digit
@@ -47,11 +50,13 @@ MIN_HEIGHT = 0.55  # a digit is at least this tall (in line heights): shorter ru
 MARK_HEIGHT = 0.35  # a group shorter than this (in line heights) is a mark: a dash, a dot
 WHOLE_WEIGHT = 1.0  # of the verifier's log P(whole digit) beside the network's log confidence (tuned)
 DETECTOR_WEIGHT = 1.0  # of the detector's log P(a digit) (tuned)
-DETECTOR_CAP = 2.0  # in log units (tuned)
+DETECTOR_CAP = 1.5  # in log units (tuned; 2.0 let an A lose to its two halves read as 1 and 4)
 DIGIT_BONUS = 0.3  # added per digit to the summed log-confidence (tuned)
 CUT_COST = 0.5  # taken per cut through a piece of ink: touching digits are rarer than whole ones (tuned)
 COUNT_MARGIN = 0.1  # a split into another count of digits within this (in log units) is ambiguous
 WHOLE_DOUBT = 0.5  # a chosen run the verifier gives less than this of being one whole digit: ambiguous
+MARK_WHOLE, MARK_NOT_DIGIT = 0.9, 0.99  # a whole piece this sure to be one mark and no digit is never cut
+CUT_SURE = 0.9  # the cut-digit reader's probability below which a cut digit's answer is "not sure"
 MASK_LEVEL = 0.25  # of the strongest ink: a canvas's ink pixel
 TOO_MANY = f"more than {MAX_DIGITS} digits: this reads numbers of 1 to {MAX_DIGITS} digits"
 
@@ -228,7 +233,10 @@ def _extent(stats: np.ndarray, group: list[int]) -> tuple[int, int, int, int]:
 
 def _cuts(labels: np.ndarray, label: int, box: tuple[int, int, int, int], line: float, pen: float) -> list[int]:
     """Columns where a wide piece may be two touching digits: the thinnest places of its vertical
-    profile, away from its ends."""
+    profile, away from its ends; in a piece wider than DENSE_FROM, also every DENSE_SPACING. Where
+    digits overlap, the join is often no thinner than a stroke: an oracle check on test-digit numbers
+    found the right split among the candidates for 57% of touching numbers with the thinnest places
+    alone, 89% with the even slices too."""
     x0, y0, x1, y1 = box
     profile = (labels[y0:y1, x0:x1] == label).sum(axis=0).astype(np.float32)
     k = max(1, int(pen / 2)) | 1
@@ -245,6 +253,11 @@ def _cuts(labels: np.ndarray, label: int, box: tuple[int, int, int, int], line: 
             chosen.append(c)
         if len(chosen) == MAX_CUTS:
             break
+    width = x1 - x0
+    if DENSE_FROM * line < width <= MAX_DIGITS * MAX_WIDTH * line:  # wider: more digits than are read
+        step = max(1.0, DENSE_SPACING * line)
+        even = np.arange(margin, width - margin, step).astype(int)
+        chosen += [int(c) for c in even if all(abs(c - o) >= step / 2 for o in chosen)]
     return sorted(x0 + c for c in chosen)
 
 
@@ -428,6 +441,24 @@ def candidates(page: Page) -> Candidates:
     return Candidates(parts, runs, np.stack(crops), boxes, np.array(shape, np.float32), marks)
 
 
+def _cuts_through_marks(c: Candidates, whole: np.ndarray, not_digit: np.ndarray) -> np.ndarray:
+    """(m,) bool: the runs that cut into a piece the verifier takes for one whole mark and the detector
+    for no digit at all (a letter among digits): such a piece is read whole, as a "?". Its halves
+    otherwise read as digits (an A's as a 1 and a 4), and the capped detector cannot outweigh them."""
+    single = (c.shape[:, 3] == 0) & (c.shape[:, 4] == 0)
+    marks = {
+        c.parts[i].piece
+        for r, (i, j) in enumerate(c.runs)
+        if single[r] and whole[r] >= MARK_WHOLE and not_digit[r] >= MARK_NOT_DIGIT
+        and len({p.piece for p in c.parts[i:j]}) == 1
+    }  # fmt: skip
+    cut_pieces = [
+        ({c.parts[i].piece} if c.shape[r, 3] else set()) | ({c.parts[j - 1].piece} if c.shape[r, 4] else set())
+        for r, (i, j) in enumerate(c.runs)
+    ]
+    return np.array([bool(p & marks) for p in cut_pieces], bool)
+
+
 def read_number(page: Page, classify: Classify, verifier: Verifier | None = None) -> Reading:
     """A page -> its digits, left to right, and marks, as `candidates` finds them and the network and
     the verifier (by default the shipped one, model.segments) judge them."""
@@ -443,7 +474,10 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
         # Capped: a letter must still lose to nothing worse than its own slivers read as 1s.
         score -= np.minimum(DETECTOR_CAP, -DETECTOR_WEIGHT * np.log1p(-np.minimum(answers.not_digit, 0.999)))
     score -= CUT_COST * c.shape[:, 3]
-    chosen, total, other = best_reading(dict(zip(c.runs, score.tolist(), strict=True)), len(c.parts))
+    if answers.not_digit is not None:
+        score[_cuts_through_marks(c, whole, answers.not_digit)] = -np.inf
+    scores = {run: v for run, v in zip(c.runs, score.tolist(), strict=True) if v > -np.inf}
+    chosen, total, other = best_reading(scores, len(c.parts))
     if len(chosen) > MAX_DIGITS:
         raise ImageError("not_a_number", TOO_MANY)
     row_of = {r: i for i, r in enumerate(c.runs)}
@@ -454,11 +488,19 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
         )
         for k, r in enumerate(rows)
     ]
+    probabilities, uncertain = answers.probabilities[rows], answers.uncertain[rows]
+    cut = (c.shape[rows, 3] + c.shape[rows, 4]) > 0
+    if cut.any() and verifier is not None and verifier.reader is not None:
+        # A digit cut from touching ink is read by the network that learnt such cuts (model.segments):
+        # 95% right on held-out cuts, where the MNIST classifier is 69% right.
+        probabilities, uncertain = probabilities.copy(), uncertain.copy()
+        probabilities[cut] = verifier.read(c.crops[rows][cut].reshape(int(cut.sum()), -1))
+        uncertain[cut] = probabilities[cut].max(axis=1) < CUT_SURE
     picked = Answers(
-        answers.probabilities[rows],
+        probabilities,
         answers.not_digit[rows] if answers.not_digit is not None else None,
         answers.is_not_digit[rows],
-        answers.uncertain[rows],
+        uncertain,
     )
     # In doubt about the split: another count of digits reads nearly as well, or the verifier doubts
     # that a chosen run is one whole digit.
@@ -466,7 +508,15 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
     return Reading(digits, sorted(c.marks, key=lambda m: m.x), picked, doubt)
 
 
-Verifier = Callable[[Candidates], np.ndarray]  # candidates -> (m,) P(the run is exactly one whole digit)
+class Verifier(Protocol):
+    """Candidates -> (m,) P(the run is exactly one whole digit); with a `reader` (or None) that reads
+    the digits of runs cut from touching ink, `read`: (k, 784) -> (k, 10) probabilities."""
+
+    reader: object | None
+
+    def __call__(self, c: Candidates) -> np.ndarray: ...
+
+    def read(self, crops: np.ndarray) -> np.ndarray: ...
 
 
 @cache

@@ -138,8 +138,9 @@ def test_touching_digits_are_cut_or_the_answer_is_unsure(client, mnist_digits):
     got = [_reading(client, w) for w in numbers]
     print("\ntouching:", [g for g, _ in got])
     assert all(g == w.text or unsure for (g, unsure), w in zip(got, numbers, strict=True)), got
-    # What the segmentation reaches today (issue 20 stays open on touching digits: bench_numbers.py).
-    assert sum(g == w.text for (g, _), w in zip(got, numbers, strict=True)) >= 2, got
+    # What the segmentation reaches today (6 of 8; 2 before the even slices and the cut-digit reader):
+    # issue 20 stays open on touching digits (bench_numbers.py).
+    assert sum(g == w.text for (g, _), w in zip(got, numbers, strict=True)) >= 6, got
 
 
 def test_single_digits_read_as_well_as_through_predict(client):
