@@ -88,18 +88,12 @@ def _flat(shapes: list[dict[str, Shape]], dtype: np.dtype) -> tuple[np.ndarray, 
 
 
 class Network:
-    def __init__(
-        self,
-        layers: Sequence[int] | Sequence[dict[str, Any]],
-        dtype: type | np.dtype = np.float32,
-        outputs: int = N_CLASSES,
-    ) -> None:
-        """`outputs`: the logits of a list of layer objects (a dense stack's are its last size)."""
+    def __init__(self, layers: Sequence[int] | Sequence[dict[str, Any]], dtype: type | np.dtype = np.float32) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype.name not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype}")
         self.sizes: list[int] | None = list(layers) if is_sizes(layers) else None
-        self.layers, self.in_shape = build_layers(list(layers), outputs)
+        self.layers, self.in_shape = build_layers(list(layers), N_CLASSES)
         self.n_inputs = int(np.prod(self.in_shape))
         param_shapes = [layer.param_shapes() for layer in self.layers]
         self.params, params = _flat(param_shapes, self.dtype)
@@ -147,7 +141,7 @@ class Network:
         """A twin that shares this network's weights (the very arrays, so an optimizer step moves both)
         but has gradients, state and buffers of its own: a part of a batch can run on it in another
         thread (model.parallel)."""
-        twin = Network(self.spec, self.dtype, self.layers[-1].units)
+        twin = Network(self.spec, self.dtype)
         twin.params = self.params
         for mine, theirs in zip(self.layers, twin.layers, strict=True):
             theirs.params = mine.params
