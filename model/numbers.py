@@ -492,7 +492,7 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
     cut = (c.shape[rows, 3] + c.shape[rows, 4]) > 0
     if cut.any() and verifier is not None and verifier.reader is not None:
         # A digit cut from touching ink is read by the network that learnt such cuts (model.segments):
-        # 95% right on held-out cuts, where the MNIST classifier is 69% right.
+        # 94% right on cuts of test-digit numbers, where the served classifier is 72% right (tested).
         probabilities, uncertain = probabilities.copy(), uncertain.copy()
         probabilities[cut] = verifier.read(c.crops[rows][cut].reshape(int(cut.sum()), -1))
         uncertain[cut] = probabilities[cut].max(axis=1) < CUT_SURE
