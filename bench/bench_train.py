@@ -10,7 +10,8 @@ prints each layer's forward and backward time per batch, NumPy's and PyTorch's, 
 Targets: dense (issue 2) NumPy epoch <= 0.85x PyTorch's, single image <= 50 us, 10,000 images <= 45 ms;
 CNN (issue 12) NumPy epoch <= 1.5x PyTorch's, single image <= 2 ms; issue 23: CNN epoch <= 0.8x PyTorch's.
 The NumPy epoch works each batch in the preset's parts (model.parallel); the per-layer figures are of
-one whole batch on one network.
+one whole batch on one network. NumPy's and PyTorch's epochs alternate, so a drift in the machine's
+speed slows both alike.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,22 +49,27 @@ def blas_info() -> str:
         return "threadpoolctl not installed"
 
 
-def numpy_epochs(layers: list, epochs: int, x: np.ndarray, y: np.ndarray, parts: int = 1) -> list[float]:
+def numpy_epochs(layers: list, x: np.ndarray, y: np.ndarray, parts: int = 1) -> tuple[Callable[[], float], dict]:
+    """One epoch of training at each call, going on from the last (its seconds, set-up excluded)."""
     from model.data import Dataset
 
-    times: list[float] = []
-    cfg = TrainConfig(layers=layers, epochs=epochs, batch_size=128, batch_parts=parts, schedule="constant", val_size=0)
-    result = train(cfg, Dataset(x, y))
-    last = 0.0
-    for h in result.history:
-        times.append(h["seconds"] - last)
-        last = h["seconds"]
-    dense = is_sizes(cfg.layers)
+    cfg = TrainConfig(layers=layers, epochs=1, batch_size=128, batch_parts=parts, schedule="constant", val_size=0)
+    data = Dataset(x, y)
+    last: dict = {"network": None}
+
+    def epoch() -> float:
+        result = train(cfg, data, start=last["network"])
+        last["network"] = result.network
+        return result.history[-1]["seconds"]
+
+    return epoch, last
+
+
+def numpy_details(net, x: np.ndarray, y: np.ndarray, dense: bool) -> None:
     if not dense:
-        numpy_layer_times(result.network, x, y)
+        numpy_layer_times(net, x, y)
         convolution_ways()
-    bench_numpy_inference(result.network, x, dense=dense)
-    return times
+    bench_numpy_inference(net, x, dense=dense)
 
 
 def numpy_layer_times(net, x_u8: np.ndarray, y: np.ndarray, batches: int = 40) -> None:
@@ -221,7 +228,10 @@ def torch_layer_times(model, x, y, batches: int = 40) -> None:
         print(f"          {i:2d} {type(mod).__name__:10s} {f:7.2f} / {b:7.2f}")
 
 
-def torch_epochs(layers: list, epochs: int, x_u8: np.ndarray, y: np.ndarray) -> list[float] | None:
+def torch_epochs(
+    layers: list, x_u8: np.ndarray, y: np.ndarray
+) -> tuple[Callable[[], float], Callable[[], None]] | None:
+    """One epoch of the same training in PyTorch at each call, and what prints its details after."""
     try:
         import torch
     except ImportError:
@@ -233,9 +243,10 @@ def torch_epochs(layers: list, epochs: int, x_u8: np.ndarray, y: np.ndarray) -> 
     x = torch.from_numpy(from_pixels(x_u8)).reshape(len(x_u8), *sample_shape)
     yt = torch.from_numpy(y.astype(np.int64))
     n = len(x)
-    times = []
     g = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
+
+    def epoch() -> float:
+        model.train()
         t = time.perf_counter()
         perm = torch.randperm(n, generator=g)
         xs, ys = x[perm], yt[perm]
@@ -244,25 +255,28 @@ def torch_epochs(layers: list, epochs: int, x_u8: np.ndarray, y: np.ndarray) -> 
             loss = loss_fn(model(xs[s : s + 128]), ys[s : s + 128])
             loss.backward()
             opt.step()
-        times.append(time.perf_counter() - t)
-    if sample_shape != (784,):
-        torch_layer_times(model, x, yt)
-    model.eval()
-    with torch.no_grad():
-        one = x[:1]
-        for _ in range(200):
-            model(one)
-        t = time.perf_counter()
-        for _ in range(2000):
-            model(one)
-        single_us = (time.perf_counter() - t) / 2000 * 1e6
-        runs = []
-        for _ in range(10):
-            t0 = time.perf_counter()
-            torch.softmax(model(x[:10_000]), dim=1)
-            runs.append(time.perf_counter() - t0)
-    print(f"torch   single-image forward: {single_us:.1f} us; 10,000-image forward: {min(runs) * 1e3:.1f} ms best")
-    return times
+        return time.perf_counter() - t
+
+    def details() -> None:
+        if sample_shape != (784,):
+            torch_layer_times(model, x, yt)
+        model.eval()
+        with torch.no_grad():
+            one = x[:1]
+            for _ in range(200):
+                model(one)
+            t = time.perf_counter()
+            for _ in range(2000):
+                model(one)
+            single_us = (time.perf_counter() - t) / 2000 * 1e6
+            runs = []
+            for _ in range(10):
+                t0 = time.perf_counter()
+                torch.softmax(model(x[:10_000]), dim=1)
+                runs.append(time.perf_counter() - t0)
+        print(f"torch   single-image forward: {single_us:.1f} us; 10,000-image forward: {min(runs) * 1e3:.1f} ms best")
+
+    return epoch, details
 
 
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -294,25 +308,38 @@ def main() -> None:
     print(" ".join(f"{k}={os.environ.get(k)}" for k in BLAS_OVERRIDES))
     parts = args.batch_parts or (PRESETS[args.preset].batch_parts if args.preset else 1)
     print(f"numpy   each batch in {parts} part(s) (model.parallel)")
-    np_times = numpy_epochs(args.layers, args.epochs, x, y, parts)
+    np_epoch, np_last = numpy_epochs(args.layers, x, y, parts)
+    torch_run = torch_epochs(args.layers, x, y)
+    # Epochs alternate, NumPy's then PyTorch's: this machine's speed drifts by a third within minutes,
+    # and a drift then slows both sides alike rather than whichever ran second.
+    np_times: list[float] = []
+    th_times: list[float] = []
+    for _ in range(args.epochs):
+        np_times.append(np_epoch())
+        if torch_run is not None:
+            th_times.append(torch_run[0]())
+    numpy_details(np_last["network"], x, y, dense)
     # The first epoch pays for buffer allocation and page faults; report the steady state.
-    np_epoch = statistics.median(np_times[1:] or np_times)
+    np_median = statistics.median(np_times[1:] or np_times)
     print(
-        f"numpy   epoch: {np_epoch:.3f} s ({len(x) / np_epoch:,.0f} samples/s); all: "
+        f"numpy   epoch: {np_median:.3f} s ({len(x) / np_median:,.0f} samples/s); all: "
         + ", ".join(f"{t:.3f}" for t in np_times)
     )
-    th_times = torch_epochs(args.layers, args.epochs, x, y)
-    if th_times is None:
+    if torch_run is None:
         print("torch   not installed (pip install torch==2.13.0 to compare)")
         return
-    th_epoch = statistics.median(th_times[1:] or th_times)
+    torch_run[1]()
+    import torch
+
+    th_median = statistics.median(th_times[1:] or th_times)
     print(
-        f"torch   {__import__('torch').__version__} threads={__import__('torch').get_num_threads()} "
-        f"epoch: {th_epoch:.3f} s ({len(x) / th_epoch:,.0f} samples/s); all: " + ", ".join(f"{t:.3f}" for t in th_times)
+        f"torch   {torch.__version__} threads={torch.get_num_threads()} epoch: {th_median:.3f} s "
+        f"({len(x) / th_median:,.0f} samples/s); all: " + ", ".join(f"{t:.3f}" for t in th_times)
     )
+    pairs = [a / b for a, b in zip(np_times[1:] or np_times, th_times[1:] or th_times, strict=True)]
     print(
-        f"ratio   numpy/torch epoch time: {np_epoch / th_epoch:.2f} median (target <= {0.85 if dense else 0.8}), "
-        f"{min(np_times) / min(th_times):.2f} best-of"
+        f"ratio   numpy/torch epoch time: {np_median / th_median:.2f} median (target <= {0.85 if dense else 0.8}), "
+        f"{min(np_times) / min(th_times):.2f} best-of, epoch by epoch " + ", ".join(f"{r:.2f}" for r in pairs)
     )
 
 

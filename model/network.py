@@ -74,9 +74,13 @@ def build_layers(description: Any, outputs: int = N_CLASSES) -> tuple[list[Layer
     return layers, in_shape
 
 
-def _flat(shapes: list[dict[str, Shape]], dtype: np.dtype) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
-    """One zeroed vector holding every layer's arrays in order, and each layer's views into it."""
-    flat = np.zeros(sum(int(np.prod(s)) for named in shapes for s in named.values()), dtype)
+def _flat(shapes: list[dict[str, Shape]], dtype: np.dtype) -> np.ndarray:
+    """One zeroed vector with room for every layer's arrays, in order."""
+    return np.zeros(sum(int(np.prod(s)) for named in shapes for s in named.values()), dtype)
+
+
+def _views(flat: np.ndarray, shapes: list[dict[str, Shape]]) -> list[dict[str, np.ndarray]]:
+    """Each layer's arrays as views into the flat vector, in order."""
     views, offset = [], 0
     for named in shapes:
         views.append({})
@@ -84,7 +88,7 @@ def _flat(shapes: list[dict[str, Shape]], dtype: np.dtype) -> tuple[np.ndarray, 
             size = int(np.prod(shape))
             views[-1][name] = flat[offset : offset + size].reshape(shape)
             offset += size
-    return flat, views
+    return views
 
 
 class Network:
@@ -96,11 +100,8 @@ class Network:
         self.layers, self.in_shape = build_layers(list(layers), N_CLASSES)
         self.n_inputs = int(np.prod(self.in_shape))
         param_shapes = [layer.param_shapes() for layer in self.layers]
-        self.params, params = _flat(param_shapes, self.dtype)
-        self.grads, grads = _flat(param_shapes, self.dtype)
-        self.state, state = _flat([layer.state_shapes() for layer in self.layers], self.dtype)
-        for layer, p, g, st in zip(self.layers, params, grads, state, strict=True):
-            layer.params, layer.grads, layer.state = p, g, st
+        state_shapes = [layer.state_shapes() for layer in self.layers]
+        self.adopt(_flat(param_shapes, self.dtype), _flat(param_shapes, self.dtype), _flat(state_shapes, self.dtype))
         self.timings: dict[str, list[float]] | None = None  # per layer forward/backward seconds, when asked
         # Training moves the layers from this one on; those before it run as at inference (fine-tuning).
         self.trainable_from = 0
@@ -137,15 +138,23 @@ class Network:
                 layer.rng = rng  # masks from the same generator, so a seed reproduces a run
         return self
 
+    def adopt(self, params: np.ndarray, grads: np.ndarray, state: np.ndarray) -> None:
+        """Make these flat vectors the network's, as they are, and point every layer's views into them:
+        a network can then share its weights with a twin, or keep them in memory other processes see."""
+        for name, flat in (("params", params), ("grads", grads), ("state", state)):
+            shapes = [layer.state_shapes() if name == "state" else layer.param_shapes() for layer in self.layers]
+            if flat.shape != (sum(int(np.prod(s)) for named in shapes for s in named.values()),):
+                raise ValueError(f"{name} must be a vector of this network's size, got shape {flat.shape}")
+            for layer, views in zip(self.layers, _views(flat, shapes), strict=True):
+                setattr(layer, name, views)
+            setattr(self, name, flat)
+
     def replica(self) -> Network:
         """A twin that shares this network's weights (the very arrays, so an optimizer step moves both)
-        but has gradients, state and buffers of its own: a part of a batch can run on it in another
-        thread (model.parallel)."""
+        but has gradients, state and buffers of its own: a part of a batch can run on it
+        (model.parallel)."""
         twin = Network(self.spec, self.dtype)
-        twin.params = self.params
-        for mine, theirs in zip(self.layers, twin.layers, strict=True):
-            theirs.params = mine.params
-        twin.state[...] = self.state
+        twin.adopt(self.params, twin.grads, self.state.copy())
         twin.trainable_from = self.trainable_from
         return twin
 

@@ -137,11 +137,11 @@ def train(
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     report_every: int = 50,
-    threads: int | None = None,
+    processes: bool | None = None,
 ) -> TrainResult:
     """Train a fresh network, or go on training a copy of `start` (fine-tuning: `start` is left as it
-    was); the same config and seed reproduce a run exactly. `threads` (default: one per batch part, up
-    to the cores there are) only changes how fast it runs."""
+    was); the same config and seed reproduce a run exactly. `processes` (default: when there are
+    several cores) works a batch's parts in processes of their own; it only changes how fast it runs."""
     rng = np.random.default_rng(config.seed)
     net = config.network(rng)
     if start is not None:
@@ -149,8 +149,8 @@ def train(
             raise ValueError(f"cannot fine-tune {describe(start.spec)} as {describe(net.spec)}: the layers differ")
         net.params[...] = start.params
         net.state[...] = start.state
-    parts = BatchParts(net, config.batch_parts, rng, threads)
-    batches = Batches(train_set, config, rng, ahead=parts.pool is not None)
+    parts = BatchParts(net, config.batch_parts, rng, config.batch_size or len(train_set), processes)
+    batches = Batches(train_set, config, rng, ahead=parts.processes)
     # Parts keep to one BLAS thread each: two BLAS pools on two cores spin-wait on each other, and a
     # product's sums are then split the same way whatever the threads, so a seed gives the same run.
     blas = threadpool_limits(1) if config.batch_parts > 1 else contextlib.nullcontext()

@@ -1,5 +1,7 @@
 """Fine-tuning and batches in parts (issue 23), through the training loop's public interface."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -28,20 +30,40 @@ def test_parts_of_a_batch_give_the_whole_batch_gradient_when_no_layer_couples_th
     net = Network([784, 32, 10]).init(rng)
     x, y = rng.random((120, 784), dtype=np.float32), rng.integers(0, 10, 120)
     whole = net.backprop(x, y)
-    expected = net.grads.copy()
-    for parts in (2, 3):
-        result = BatchParts(net, parts, np.random.default_rng(1), threads=parts).backprop(x, y)
+    expected, weights = net.grads.copy(), net.params.copy()
+    for parts, processes in ((2, True), (3, True), (3, False)):
+        worked = BatchParts(net, parts, np.random.default_rng(1), len(x), processes=processes)
+        try:
+            result = worked.backprop(x, y)
+        finally:
+            worked.close()
         np.testing.assert_allclose(net.grads, expected, rtol=1e-4, atol=1e-7)
         assert result.loss == pytest.approx(whole.loss, rel=1e-5)
         np.testing.assert_allclose(result.probabilities, whole.probabilities, rtol=1e-4, atol=1e-6)
+        assert np.array_equal(net.params, weights)
 
 
-def test_parts_do_not_depend_on_the_threads_that_run_them():
+def test_a_batch_part_whose_process_dies_fails_the_step_with_a_message_and_leaves_nothing_behind():
+    before = set(os.listdir("/dev/shm"))
+    net = Network([784, 32, 10]).init(np.random.default_rng(0))
+    x, y = np.zeros((64, 784), np.float32), np.zeros(64, np.intp)
+    worked = BatchParts(net, 2, np.random.default_rng(1), len(x), processes=True)
+    assert set(os.listdir("/dev/shm")) == before  # the shared file is gone once the worker has mapped it
+    worked.backprop(x, y)
+    worked.workers[0].process.kill()
+    worked.workers[0].process.wait()
+    with pytest.raises(RuntimeError, match="ended unexpectedly"):
+        worked.backprop(x, y)
+    worked.close()
+    net.backprop(x, y)  # the network has weights of its own again
+
+
+def test_parts_do_not_depend_on_the_processes_that_run_them():
     config = TrainConfig(layers=SMALL_CNN, epochs=1, batch_size=64, batch_parts=2, val_size=0, seed=3)
-    runs = [train(config, _data(640), threads=t).network for t in (1, 2)]
+    runs = [train(config, _data(640), processes=p).network for p in (False, True)]
     assert np.array_equal(runs[0].params, runs[1].params)
     assert np.array_equal(runs[0].state, runs[1].state)  # batch norm's running statistics too
-    again = train(config, _data(640), threads=2).network
+    again = train(config, _data(640), processes=True).network
     assert np.array_equal(again.params, runs[1].params)
 
 
