@@ -140,6 +140,8 @@ def _work_parts(inbox: BinaryIO, outbox: BinaryIO) -> None:
                 result = net.backprop(a["x"][:rows], a["y"][:rows])
                 a["probabilities"][:rows] = result.probabilities
                 send(result.loss)
+            except MemoryError as e:  # the parent's job says "out of memory", as if it had run out itself
+                send(e)
             except Exception:
                 send(traceback.format_exc())
 
@@ -184,6 +186,8 @@ class PartWorker:
             answer = pickle.load(self.process.stdout)
         except (EOFError, OSError, pickle.UnpicklingError):
             raise self._ended() from None
+        if isinstance(answer, MemoryError):
+            raise MemoryError(f"{self.name}: {answer}")
         if isinstance(answer, str) and answer != "ready":
             raise RuntimeError(f"{self.name} failed:\n{answer}")
         return answer

@@ -202,6 +202,23 @@ def test_a_cancel_is_honoured_in_bounded_time_even_inside_one_long_step(make_cli
     assert versions(client) == before
 
 
+def test_a_job_past_the_memory_cap_fails_with_out_of_memory_and_the_site_serves_on(make_client, settings, admin):
+    """Issue 22, 4: the estimate admits this job (1.1 GB, under the 4 GiB bound), but the training process
+    may use only 400 MB: the kernel refuses the allocation, and the job fails with a message instead of
+    the host running out of memory. The web workers are not capped."""
+    client = make_client(settings.model_copy(update={"train_memory_cap_bytes": 400 * 1024**2}))
+    body = {"preset": "tiny", "layers": [784, 4096, 4096, 10], "batch_size": 0, "train_size": 5_000, "epochs": 1}
+    before = versions(client)
+    job = client.post("/train", json=body, headers=admin)
+    assert job.status_code == 202, job.text
+    done, _ = wait_for(client, job.json()["id"], {"failed", "succeeded", "cancelled"}, timeout=60, admin=admin)
+    assert done["status"] == "failed" and "out of memory" in done["error"] and "0.39 GiB" in done["error"], done
+    assert versions(client) == before
+    assert client.post("/predict", json={"pixels": STROKE}).json()["model_version"] == INITIAL_VERSION
+    ok = client.post("/train", json=TINY, headers=admin).json()  # a job within the cap still trains
+    assert wait_for(client, ok["id"], {"failed", "succeeded"}, admin=admin)[0]["status"] == "succeeded"
+
+
 def test_a_killed_training_process_fails_and_registers_nothing(client, admin):
     before = versions(client)
     job = client.post("/train", json=SLOW, headers=admin).json()

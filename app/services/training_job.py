@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import resource
 import time
 import traceback
 from collections.abc import Callable
@@ -106,6 +107,10 @@ def _failure(job_id: str, e: BaseException) -> tuple[JobStatus, str]:
         return JobStatus.FAILED, str(e)
     if isinstance(e, OSError):
         return JobStatus.FAILED, f"could not write the weights: {e}"
+    if isinstance(e, MemoryError):
+        cap = resource.getrlimit(resource.RLIMIT_DATA)[0]
+        within = "" if cap == resource.RLIM_INFINITY else f" of {cap / 1024**3:.2f} GiB (DIGITS_TRAIN_MEMORY_CAP_BYTES)"
+        return JobStatus.FAILED, f"out of memory: the training process reached its memory cap{within} ({e})"
     log.error("training failed", extra={"job": job_id, "trace": traceback.format_exc()})
     return JobStatus.FAILED, f"{type(e).__name__}: {e}"
 

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import logging
 import os
+import resource
 import signal
 import threading
 import time
@@ -175,11 +176,23 @@ def lower_priority() -> None:
             os.nice(19)
 
 
+def cap_memory(limit: int) -> None:
+    """No more than `limit` bytes of this process's own memory (RLIMIT_DATA, kept by the kernel, inherited
+    by the processes it starts): past it an allocation fails with MemoryError and the job fails with a
+    message, where the host's OOM killer would otherwise pick a process, perhaps a web worker. The
+    estimate checked at submission is only an estimate. RLIMIT_AS would also count the address space
+    that threads' stacks and malloc arenas reserve but never use."""
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
 def main(settings: Settings, until_idle: bool = False) -> int:
     """Run until SIGTERM or SIGINT (or, `until_idle`, an empty queue); a job running then is interrupted."""
     setup_logging(settings.log_level)
     use_one_blas_thread()
     lower_priority()
+    cap_memory(settings.train_memory_cap)
     worker = TrainingWorker(settings)
     signal.signal(signal.SIGTERM, worker.on_signal)
     signal.signal(signal.SIGINT, worker.on_signal)
