@@ -13,6 +13,8 @@ from hostile import save, seven
 from PIL import Image, PngImagePlugin
 
 from app.infra.settings import Settings
+from app.services.feedback_review import Review, in_holdout
+from app.services.feedback_store import FeedbackStatus
 
 
 def _data_url(png: bytes) -> str:
@@ -176,6 +178,44 @@ def test_suspicious_corrections_come_first(client, admin):
     items = client.get("/feedback", headers=admin).json()["items"]
     assert [it["id"] for it in items] == odd + calm
     assert items[0]["suspicious"] and "sure of 7" in items[0]["reasons"][0] and not items[1]["suspicious"]
+
+
+def test_the_queue_is_sorted_and_paged_by_the_database(client, admin):
+    calm = _send(client, 6, label=7)
+    odd = _send(client, 3, label=3, start=90)  # the model is sure these are 7s
+    whole = client.get("/feedback", params={"limit": 100}, headers=admin).json()
+    assert [it["id"] for it in whole["items"]] == odd[::-1] + calm[::-1]  # suspicious first, then the newest
+    pages = [client.get("/feedback", params={"limit": 2, "offset": k}, headers=admin).json() for k in range(0, 10, 2)]
+    assert all(p["total"] == 9 for p in pages)
+    assert [it["id"] for p in pages for it in p["items"]] == [it["id"] for it in whole["items"]]
+    assert [it["suspicious"] for it in whole["items"]] == [True] * 3 + [False] * 6
+    only = client.get("/feedback", params={"label": 3, "limit": 1, "offset": 1}, headers=admin).json()
+    assert only["total"] == 3 and [it["id"] for it in only["items"]] == [odd[1]]
+
+
+def test_a_client_sending_a_burst_has_all_its_items_flagged(client, admin):
+    ids = _send(client, 19, label=7)
+    assert not any(it["suspicious"] for it in client.get("/feedback", headers=admin).json()["items"])
+    ids += _send(client, 1, label=7, start=70)  # the 20th within 10 minutes
+    items = client.get("/feedback", params={"limit": 5, "offset": 15}, headers=admin).json()["items"]
+    assert [it["id"] for it in items] == ids[::-1][15:]
+    assert all(it["suspicious"] and "20 or more items in 10 minutes" in it["reasons"][0] for it in items)
+
+
+def test_the_export_is_written_in_pieces_of_bounded_size_and_holds_the_accepted_set(client, admin):
+    review = Review(client.app.state.services.feedback)
+    rng = np.random.default_rng(0)
+    x = (rng.random((2500, 28, 28)) < 0.2).astype(np.uint8) * 255
+    review.import_items(x, rng.integers(0, 10, 2500), None, FeedbackStatus.ACCEPTED, "import")
+    pieces = list(review.export_chunks(rows_per_chunk=1000))
+    assert len(pieces) == 4 and max(len(p) for p in pieces) < 1000 * 784 + 4096  # never the whole file at once
+    r = client.get("/feedback/export", headers=admin)
+    assert r.status_code == 200 and "content-length" not in r.headers  # streamed
+    assert r.content == b"".join(pieces)
+    expected_x, expected_y, digests = review.accepted()
+    with np.load(io.BytesIO(r.content), allow_pickle=False) as npz:
+        assert np.array_equal(npz["x"], expected_x) and np.array_equal(npz["y"], expected_y)
+        assert list(npz["sha256"]) == digests and npz["holdout"].sum() == sum(in_holdout(d) for d in digests)
 
 
 def test_delete_one_or_a_whole_client_and_export(client, admin):

@@ -73,7 +73,7 @@ def test_a_release_0_1_sqlite_database_upgrades_in_place(make_client, settings):
     old.close()
 
     client = make_client(settings)  # start-up migrates
-    assert Db(f"sqlite:///{settings.runtime_dir / 'jobs.sqlite'}").revision() == "0003"
+    assert Db(f"sqlite:///{settings.runtime_dir / 'jobs.sqlite'}").revision() == "0004"
     job = client.get("/train/oldjob", headers=ADMIN).json()
     assert job["status"] == "succeeded" and job["version"] == "v-old" and job["worker"] is None
     assert job["result"]["test_accuracy"] == 0.9
@@ -87,6 +87,9 @@ def test_a_release_0_1_sqlite_database_upgrades_in_place(make_client, settings):
     assert {"worker", "heartbeat", "progress", "result"} <= columns
     indexes = {i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("feedback")}
     assert indexes["feedback_by_client"] == ["client", "status"]  # 0003: each client's quota, counted fast
+    assert indexes["feedback_queue"][0] == "created"  # 0004: the review queue paged from an index
+    with engine.connect() as conn:  # 0004 filled in the confidence of the rows it found: probabilities[predicted]
+        assert conn.execute(sa.text("SELECT confidence FROM feedback WHERE id = 'fb1'")).scalar() == 0.1
 
 
 def test_digits_db_upgrade_on_sqlite_then_start(tmp_path):
@@ -94,8 +97,8 @@ def test_digits_db_upgrade_on_sqlite_then_start(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "digits", "db", *a], env=env, cwd=ROOT,  # noqa: E731
                                     capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert run("current").startswith("schema: none (sqlite:///")
-    assert run("upgrade").startswith("schema: none -> 0003")
-    assert run("current").startswith("schema: 0003 (")
+    assert run("upgrade").startswith("schema: none -> 0004")
+    assert run("current").startswith("schema: 0004 (")
 
 
 def test_a_postgres_database_at_0001_upgrades_in_place(pg_url):
@@ -108,7 +111,7 @@ def test_a_postgres_database_at_0001_upgrades_in_place(pg_url):
             " VALUES ('j1', 'queued', 'tiny', '{}', 'if_better', 1)"
         ))  # fmt: skip
     db.upgrade()
-    assert db.revision() == "0003"
+    assert db.revision() == "0004"
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT id, worker, heartbeat FROM jobs")).all() == [("j1", None, None)]
         assert conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar() == 0

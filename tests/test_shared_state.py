@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import STROKE, TOKEN
 from servers import ROOT, uvicorn_server
@@ -179,6 +181,10 @@ def test_two_replicas_and_a_worker_share_one_database(pg_url, tmp_path):
         assert [it["id"] for it in listed["items"]] == [item]
         assert B.post("/feedback/review", json={"ids": [item], "action": "accept"}).json() == {"changed": 1}
         assert [it["id"] for it in A.get("/feedback", params={"status": "accepted"}).json()["items"]] == [item]
+        export = A.get("/feedback/export")  # streamed from one REPEATABLE READ snapshot on PostgreSQL
+        assert export.status_code == 200 and "content-length" not in export.headers
+        with np.load(io.BytesIO(export.content), allow_pickle=False) as npz:
+            assert npz["x"].shape == (1, 28, 28) and list(npz["y"]) == [7]
 
 
 def test_a_killed_worker_fails_its_job_and_the_next_runs_on_another(pg_url, tmp_path):
@@ -326,8 +332,8 @@ def test_digits_db_upgrade_on_postgres(pg_url, tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "digits", "db", *a], env=env, cwd=ROOT,  # noqa: E731
                                     capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "schema: none (" in run("current")
-    assert "schema: none -> 0003" in run("upgrade")
-    assert "schema: 0003 -> 0003" in run("upgrade")
+    assert "schema: none -> 0004" in run("upgrade")
+    assert "schema: 0004 -> 0004" in run("upgrade")
 
 
 def test_cancel_and_shutdown_reach_the_worker(pg_url, tmp_path):

@@ -88,6 +88,7 @@ feedback = sa.Table(
     sa.Column("model_version", sa.Text, nullable=False),
     sa.Column("predicted", sa.Integer, nullable=False),
     sa.Column("probabilities", sa.Text, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False, server_default="0"),  # probabilities[predicted] (0004)
     sa.Column("claimed_version", sa.Text),
     sa.Column("claimed_digit", sa.Integer),
     sa.Column("media_type", sa.Text, nullable=False),
@@ -96,6 +97,9 @@ feedback = sa.Table(
     sa.Column("input_png", sa.LargeBinary, nullable=False),
 )  # fmt: skip
 sa.Index("feedback_by_client", feedback.c.client, feedback.c.status)  # each client's quota (migration 0003)
+# The review queue, newest first, read from the index alone (0004); it also finds the recent items.
+QUEUE_COLUMNS = ("created", "id", "status", "label", "predicted", "confidence", "client")
+sa.Index("feedback_queue", *(feedback.c[k] for k in QUEUE_COLUMNS))
 
 holdout_scores = sa.Table(
     "holdout_scores", metadata,

@@ -11,6 +11,8 @@ import io
 import json
 import time
 import uuid
+import zipfile
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import IO
 
@@ -59,6 +61,15 @@ def _where(f: Filters) -> list[sa.ColumnElement]:
     return clauses
 
 
+def _bursts(now: float) -> sa.Select:
+    """The clients that sent BURST_ITEMS or more items in the last BURST_SECONDS."""
+    c = feedback.c
+    # The recent items first, by the queue's index (ordered, so SQLite keeps the subquery): grouped
+    # straight away, SQLite walked the by-client index and read every row's time from the table.
+    recent = sa.select(c.client).where(c.created > now - BURST_SECONDS).order_by(c.created).subquery()
+    return sa.select(recent.c.client).group_by(recent.c.client).having(sa.func.count() >= BURST_ITEMS)
+
+
 class Review:
     """The admin's side of the store: list, accept, reject, relabel, delete, export."""
 
@@ -66,27 +77,29 @@ class Review:
         self.store = store
 
     def list(self, f: Filters, limit: int = 100, offset: int = 0) -> tuple[int, list[dict]]:
-        """(how many match, one page of them): suspicious items first, then the newest."""
+        """(how many match, one page of them): suspicious items first, then the newest. Sorted and paged
+        by the database, from the queue's index: a page costs the same in a queue of 100,000."""
         where = _where(f)
         c = feedback.c
         with self.store.db.read() as db:
             total = db.execute(sa.select(sa.func.count()).select_from(feedback).where(*where)).scalar()
-            recent = c.created > time.time() - BURST_SECONDS
-            bursts = set(
+            bursts = set(db.execute(_bursts(time.time())).scalars())
+            sure_of_another = (c.predicted != c.label) & (c.confidence >= SUSPICIOUS_CONFIDENCE)
+            suspicious = sure_of_another | c.client.in_(bursts) if bursts else sure_of_another
+            order = sa.case((suspicious, 0), else_=1)
+            page_ids = (
                 db.execute(
-                    sa.select(c.client).where(recent).group_by(c.client).having(sa.func.count() >= BURST_ITEMS)
-                ).scalars()
+                    sa.select(c.id).where(*where).order_by(order, c.created.desc(), c.id).limit(limit).offset(offset)
+                )
+                .scalars()
+                .all()
             )
             columns = (c.id, c.sha256, c.created, c.client, c.label, c.status, c.model_version, c.predicted,
-                       c.probabilities, c.claimed_digit)  # fmt: skip
-            rows = db.execute(sa.select(*columns).where(*where).order_by(c.created.desc())).all()
-            items = [self._item(r._mapping, bursts) for r in rows]
-            items.sort(key=lambda it: not it["suspicious"])  # stable: newest first within each group
-            page = items[offset : offset + limit]
-            # The images of this page only: a queue of thousands need not read every blob to show a hundred.
-            images = dict(db.execute(sa.select(c.id, c.input_png).where(c.id.in_([it["id"] for it in page]))).all())
+                       c.probabilities, c.claimed_digit, c.input_png)  # fmt: skip
+            rows = {r.id: r._mapping for r in db.execute(sa.select(*columns).where(c.id.in_(page_ids)))}
+        page = [self._item(rows[i], bursts) for i in page_ids if i in rows]
         for it in page:
-            it["input_png"] = images[it["id"]]
+            it["input_png"] = rows[it["id"]]["input_png"]
         return total, page
 
     @staticmethod
@@ -148,12 +161,43 @@ class Review:
 
     def export(self, file: IO[bytes]) -> int:
         """Write the accepted corrections as an .npz (fields in EXPORT_README); returns how many."""
-        x, y, digests = self.accepted()
-        held_out = np.array([in_holdout(d) for d in digests], bool)
-        np.savez(
-            file, x=x, y=y, sha256=np.array(digests, dtype="U64"), holdout=held_out, README=np.array(EXPORT_README)
-        )
-        return len(y)
+        chunks = self.export_chunks()
+        while True:
+            try:
+                file.write(next(chunks))
+            except StopIteration as done:
+                return done.value
+
+    def export_chunks(self, rows_per_chunk: int = 1000) -> Generator[bytes, None, int]:
+        """The export's .npz file in pieces, as np.savez would write it (a zip of .npy arrays, stored),
+        with at most `rows_per_chunk` images in memory at a time: 50,000 corrections are a 52 MB file.
+        Everything is read in one snapshot, so the header's count and the images agree. Returns how many."""
+        out = _Chunks()
+        with self.store.db.read() as db, zipfile.ZipFile(out, "w") as npz:
+            if self.store.db.is_postgres:  # one snapshot for every statement, as SQLite's transaction gives
+                db = db.execution_options(isolation_level="REPEATABLE READ")
+            c = feedback.c
+            accepted = c.status == FeedbackStatus.ACCEPTED.value
+            rows = db.execute(sa.select(c.id, c.sha256, c.label).where(accepted).order_by(c.sha256)).all()
+            with npz.open("x.npy", "w", force_zip64=True) as x:
+                header = {"descr": "|u1", "fortran_order": False, "shape": (len(rows), SIDE, SIDE)}
+                np.lib.format.write_array_header_2_0(x, header)
+                for start in range(0, len(rows), rows_per_chunk):
+                    ids = [r.id for r in rows[start : start + rows_per_chunk]]
+                    pngs = dict(db.execute(sa.select(c.id, c.input_png).where(c.id.in_(ids))).all())
+                    for i in ids:
+                        x.write(np.asarray(Image.open(io.BytesIO(pngs[i])).convert("L"), np.uint8).tobytes())
+                    yield out.take()
+            digests = [r.sha256 for r in rows]
+            fields = {
+                "y": np.array([r.label for r in rows], np.uint8), "sha256": np.array(digests, dtype="U64"),
+                "holdout": np.array([in_holdout(d) for d in digests], bool), "README": np.array(EXPORT_README),
+            }  # fmt: skip
+            for name, array in fields.items():
+                with npz.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, array, allow_pickle=False)
+        yield out.take()
+        return len(rows)
 
     def import_items(
         self, x: np.ndarray, y: np.ndarray, digests: list[str] | None, status: FeedbackStatus, client: str
@@ -167,11 +211,32 @@ class Review:
                 digest = digests[i] if digests is not None else hashlib.sha256(png).hexdigest()
                 row = dict(id=uuid.uuid4().hex[:12], sha256=digest, created=time.time(), client=client,
                            label=int(label), status=status.value, model_version="", predicted=int(label),
-                           probabilities=json.dumps([float(d == label) for d in range(10)]), media_type="image/png",
+                           probabilities=json.dumps([float(d == label) for d in range(10)]), confidence=1.0,
+                           media_type="image/png",
                            original=png, input_png=png)  # fmt: skip
                 inserted = db.execute(self.store.db.insert_ignoring_duplicates(feedback).values(**row)).first()
                 added += inserted is not None
         return added
+
+
+class _Chunks(io.RawIOBase):
+    """A file the zip writer writes to and the export takes the bytes of as they come (not seekable, so
+    zipfile puts each member's sizes after its data)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -116,7 +116,8 @@ class FeedbackStore:
             conn.execute(feedback.insert().values(
                 id=item_id, sha256=digest, created=time.time(), client=client, label=c.label,
                 status=FeedbackStatus.PENDING.value, model_version=c.model_version, predicted=c.predicted,
-                probabilities=json.dumps(c.probabilities), claimed_version=c.claimed_version,
+                probabilities=json.dumps(c.probabilities), confidence=float(c.probabilities[c.predicted]),
+                claimed_version=c.claimed_version,
                 claimed_digit=c.claimed_digit, media_type=c.media_type, bytes=len(c.original), original=c.original,
                 input_png=c.input_png,
             ))  # fmt: skip
