@@ -100,6 +100,11 @@ class SharedArrays:
             offset += -(-int(np.prod(shape)) * np.dtype(dtype).itemsize // 64) * 64
         return layout
 
+    def of_part(self, index: int) -> dict[str, np.ndarray]:
+        """Replica `index`'s arrays (see _part_arrays), by their short names."""
+        prefix = f"{index}."
+        return {name.removeprefix(prefix): a for name, a in self.arrays.items() if name.startswith(prefix)}
+
     def forget(self) -> None:
         """Remove the file; mappings made before stay valid."""
         if self.path is not None:
@@ -123,7 +128,7 @@ def _work_parts(inbox: BinaryIO, outbox: BinaryIO) -> None:
     until it is sent None or its parent goes."""
     spec, dtype, trainable_from, path, layout, index, rng = pickle.load(inbox)
     shared = SharedArrays(layout, path)
-    a = {name.split(".", 1)[1]: array for name, array in shared.arrays.items() if name.startswith(f"{index}.")}
+    a = shared.of_part(index)
     net = Network(spec, dtype)
     net.adopt(shared.arrays["params"], a["grads"], a["state"])
     net.trainable_from = trainable_from
@@ -152,7 +157,7 @@ class PartWorker:
 
     def __init__(self, net: Network, shared: SharedArrays, index: int, rng: np.random.Generator) -> None:
         self.name = f"batch part {index}"
-        self.arrays = {name.split(".", 1)[1]: a for name, a in shared.arrays.items() if name.startswith(f"{index}.")}
+        self.arrays = shared.of_part(index)
         self.grads, self.state = self.arrays["grads"], self.arrays["state"]
         self.state[...] = net.state
         root = str(Path(__file__).resolve().parent.parent)
@@ -293,4 +298,6 @@ def _set_dropout_rng(net: Network, rng: np.random.Generator) -> None:
 if __name__ == "__main__":
     answers = os.fdopen(os.dup(1), "wb")  # the parent reads answers here; anything printed goes to stderr
     os.dup2(2, 1)
-    _work_parts(sys.stdin.buffer, answers)
+    # The parent gone (its end of the pipe closed) or a Ctrl-C meant for it: nothing to say, just stop.
+    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
+        _work_parts(sys.stdin.buffer, answers)
