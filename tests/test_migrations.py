@@ -88,6 +88,7 @@ def test_a_release_0_1_sqlite_database_upgrades_in_place(make_client, settings):
     indexes = {i["name"]: i["column_names"] for i in sa.inspect(engine).get_indexes("feedback")}
     assert indexes["feedback_by_client"] == ["client", "status"]  # 0003: each client's quota, counted fast
     assert indexes["feedback_queue"][0] == "created"  # 0004: the review queue paged from an index
+    assert indexes["feedback_bytes"] == ["bytes"]  # and the store's size summed from one
     with engine.connect() as conn:  # 0004 filled in the confidence of the rows it found: probabilities[predicted]
         assert conn.execute(sa.text("SELECT confidence FROM feedback WHERE id = 'fb1'")).scalar() == 0.1
 

@@ -100,6 +100,7 @@ sa.Index("feedback_by_client", feedback.c.client, feedback.c.status)  # each cli
 # The review queue, newest first, read from the index alone (0004); it also finds the recent items.
 QUEUE_COLUMNS = ("created", "id", "status", "label", "predicted", "confidence", "client")
 sa.Index("feedback_queue", *(feedback.c[k] for k in QUEUE_COLUMNS))
+sa.Index("feedback_bytes", feedback.c.bytes)  # the store's size, summed at every correction (0004)
 
 holdout_scores = sa.Table(
     "holdout_scores", metadata,
