@@ -31,6 +31,7 @@ WORKING_MODES = {"L", "LA", "RGB", "RGBA"}  # what the ink finder reads (and Pil
 BOX = 20  # the longer side of the digit inside the 28x28 frame
 INK_THRESHOLD = 0.1  # of the strongest ink: below this, a pixel is background noise
 MIN_INK = 40 / 255  # an image whose strongest ink is fainter than this is blank
+LUMA_RGBA = np.array([0.299, 0.587, 0.114, 0], np.float32)  # ITU-R 601, alpha left out
 
 
 class ImageError(ValueError):
@@ -130,7 +131,9 @@ def ink_image(img: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
             # alpha is. Composited onto a background that contrasts with the ink's own colour (so
             # black ink and white ink on transparency both count), then inverted if that background
             # is white: ink = alpha * (1 - gray) for dark ink, alpha * gray for light ink.
-            gray = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) * (1 / 255)
+            # (h*w, 4) @ (4,) as one BLAS product: 5 us, where (h, w, 3) @ (3,) took 36 per page request.
+            flat = a.reshape(-1, 4).astype(np.float32) @ LUMA_RGBA
+            gray = flat.reshape(alpha.shape) * np.float32(1 / 255)
             opaque = alpha > 0.5
             ink_is_dark = gray[opaque].mean() < 0.5 if opaque.any() else True
             return (alpha * (1 - gray) if ink_is_dark else alpha * gray), bbox[:2]
@@ -159,13 +162,15 @@ def to_mnist(ink: np.ndarray) -> np.ndarray:
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     # Pillow's resampling filters widen with the reduction factor, so this is anti-aliased.
     small = Image.fromarray(digit.astype(np.float32), mode="F").resize((new_w, new_h), Image.Resampling.LANCZOS)
-    small = np.clip(np.asarray(small), 0, 1)
-    if small.max() > 0:
-        small = small / small.max()  # thin strokes lose contrast when shrunk; MNIST's cores are full ink
+    small = np.asarray(small).clip(0, 1)
+    top_ink = small.max()
+    if top_ink > 0:
+        small = small / top_ink  # thin strokes lose contrast when shrunk; MNIST's cores are full ink
     out = np.zeros((SIDE, SIDE), np.float32)
-    total = small.sum()
-    ys, xs = np.indices(small.shape)
-    cy, cx = (ys * small).sum() / total, (xs * small).sum() / total
+    # The centre of mass from the row and column sums: 3 us, where np.indices over the image took 10.
+    by_row, by_col = small.sum(axis=1), small.sum(axis=0)
+    total = by_row.sum()
+    cy, cx = (np.arange(new_h) @ by_row) / total, (np.arange(new_w) @ by_col) / total
     top = int(np.clip(round(SIDE / 2 - cy), 0, SIDE - new_h))
     left = int(np.clip(round(SIDE / 2 - cx), 0, SIDE - new_w))
     out[top : top + new_h, left : left + new_w] = small
