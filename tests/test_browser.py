@@ -195,6 +195,16 @@ def test_phone_width(browser, server):
     ctx.close()
 
 
+def _ended_job(server, timeout_s: float) -> dict:
+    """The newest training run once it has ended, as GET /train reports it (with its error, if any)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = httpx.get(server.url + "/train", headers={"Authorization": f"Bearer {TOKEN}"}).json()["jobs"][0]
+        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
 def test_admin_flow_end_to_end(context, server):
     page = context.new_page()
     page.goto(server.url + "/admin")
@@ -217,7 +227,9 @@ def test_admin_flow_end_to_end(context, server):
     expect(page.locator("#run")).to_be_visible()
     page.wait_for_function("() => document.querySelector('#progress-bar').value > 0", timeout=30_000)
     page.wait_for_function("() => document.querySelector('#progress-bar').value >= 1", timeout=60_000)
-    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=60_000)
+    job = _ended_job(server, timeout_s=60)
+    assert job["status"] == "succeeded", f"the run {job['status']}: {job['error']}\n{server.log_text()[-4000:]}"
+    expect(page.locator("#run-status")).to_have_text("succeeded")
     expect(page.locator("#message")).to_contain_text("finished")
     expect(page.locator("#history > tbody > tr").first.locator(".badge")).to_have_text("succeeded")
     expect(page.locator("#models > tbody > tr")).to_have_count(4)

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(MNIST_DIR, description="MNIST folder")
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="largest request body accepted")
     max_in_flight: int = Field(
-        32, ge=1, description="costly requests (/predict, /read, /explain) a worker takes in at once; more get 503"
+        16, ge=1, description="costly requests (/predict, /read, /explain) a worker takes in at once; more get 503"
     )
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width x height) decoded")
     max_request_pixels: int = Field(
