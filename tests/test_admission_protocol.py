@@ -68,20 +68,27 @@ def request(method: str, path: str, body: bytes = b"", close: bool = False) -> b
     return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body
 
 
+_unread: dict[int, bytes] = {}  # what a socket received past the answer read last (pipelining)
+
+
 def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
+    data = _unread.pop(sock.fileno(), b"")
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, rest = data.split(b"\r\n\r\n", 1)
     lines = head.decode().split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    while len(rest) < int(headers["content-length"]):
+    length = int(headers["content-length"])
+    while len(rest) < length:
         rest += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, rest
+    _unread[sock.fileno()] = rest[length:]
+    return int(lines[0].split()[1]), headers, rest[:length]
 
 
 def connect(server) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server[0]), timeout=5)
+    s = socket.create_connection(("127.0.0.1", server[0]), timeout=5)
+    _unread.pop(s.fileno(), None)
+    return s
 
 
 def test_a_full_worker_refuses_costly_requests_before_the_app_sees_them(server, gate):
@@ -97,16 +104,29 @@ def test_a_full_worker_refuses_costly_requests_before_the_app_sees_them(server, 
     assert gate.metrics.refused == ["/predict"]
 
 
-def test_a_refused_connection_is_read_again_only_after_a_pause(server, gate):
+def test_a_refusal_of_a_request_sent_at_once_is_held_and_one_that_waited_is_not(server, gate):
     gate.in_flight = gate.max_in_flight + gate.reserve
     with connect(server) as s:
-        s.sendall(request("POST", "/read"))
+        started = time.monotonic()
+        s.sendall(request("POST", "/read"))  # a new connection's first request: it waited
         assert answer(s)[0] == 503
+        assert time.monotonic() - started < PAUSE_S / 2
         started = time.monotonic()
         s.sendall(request("POST", "/read"))  # at once, as a client ignoring Retry-After would
         assert answer(s)[0] == 503
         assert time.monotonic() - started >= PAUSE_S * 0.9
     assert gate.metrics.refused == ["/read", "/read"]
+
+
+def test_pipelined_requests_are_answered_in_order_past_a_held_refusal(server, gate):
+    gate.in_flight = gate.max_in_flight + gate.reserve
+    with connect(server) as s:
+        s.sendall(request("GET", "/healthz"))
+        assert answer(s)[0] == 200
+        s.sendall(request("POST", "/predict") + request("GET", "/first") + request("POST", "/predict"))
+        assert [answer(s)[0] for _ in range(3)] == [503, 200, 200]
+    # The third waited for the second's answer, so the app had it (its own middleware counts it).
+    assert [path for _, path, _ in server[1]] == ["/healthz", "/first", "/predict"]
 
 
 def test_a_connection_that_waited_may_use_the_reserve_and_one_that_did_not_may_not(server, gate):

@@ -21,7 +21,8 @@ Under `digits serve` the HTTP protocol (app/infra/http_protocol.py) checks the s
 ASGI work (no task, no middleware stack), and it keeps the gate fair: a `reserve` of slots above
 the bound is only for requests sent on a connection that had been quiet for a while (new ones, and
 clients that honour Retry-After, such as the drawing page), so a flood that sends again the moment
-it is refused cannot starve them; and a connection just refused is not read again for 0.1 s.
+it is refused cannot starve them; and the refusal of a request sent the moment its connection
+was answered is held 0.1 s, so that such a client cannot make refusals most of the work.
 """
 
 from __future__ import annotations
