@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 import numpy as np
@@ -58,6 +59,28 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _correction(
+    data: bytes, body: FeedbackRequest, x: np.ndarray, probs: np.ndarray, version: str, max_pixels: int
+) -> Correction:
+    kept, media_type = kept_copy(data, max_pixels)
+    return Correction(
+        label=body.label,
+        sha256=hashlib.sha256(data).hexdigest(),
+        original=kept,  # the pixels, not the bytes: a sender's added chunks would fill the store
+        media_type=media_type,
+        input_png=to_png(x),
+        model_version=version,
+        predicted=int(np.argmax(probs)),
+        probabilities=[round(float(p), 6) for p in probs],
+        claimed_version=body.model_version,
+        claimed_digit=body.predicted,
+    )
+
+
+def _keep(correction: Correction, store: FeedbackStore, address: str) -> tuple[Correction, Stored]:
+    return correction, store.add(correction, address)
+
+
 @router.post(
     "/feedback",
     status_code=201,
@@ -84,27 +107,11 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
     answer = model.predictor.answer(x.reshape(1, -1), photo=np.array([photo]))
     probs: np.ndarray = answer.probabilities[0]
     store: FeedbackStore = services(request).feedback
-
-    def keep() -> tuple[Correction, Stored]:
-        kept, media_type = kept_copy(data, work.max_pixels)
-        correction = Correction(
-            label=body.label,
-            sha256=hashlib.sha256(data).hexdigest(),
-            original=kept,  # the pixels, not the bytes: a sender's added chunks would fill the store
-            media_type=media_type,
-            input_png=to_png(x),
-            model_version=model.version,
-            predicted=int(np.argmax(probs)),
-            probabilities=[round(float(p), 6) for p in probs],
-            claimed_version=body.model_version,
-            claimed_digit=body.predicted,
-        )
-        return correction, store.add(correction, address)
-
+    correction = functools.partial(_correction, data, body, x, probs, model.version, work.max_pixels)
     try:
         # The copy kept and the write in one trip off the event loop: at 256 connections, the copy's
         # trip took 25 ms and the write's 30 (1 and 3 idle), and the two in one ~45.
-        correction, stored = await work.in_pool(keep)
+        kept, stored = await work.in_pool(lambda: _keep(correction(), store, address))
     except ImageError as e:
         raise image_error(e) from None
     except StoreFull as e:
@@ -113,5 +120,5 @@ async def send_feedback(request: Request) -> FeedbackReceipt:
         raise HTTPException(429, f"{e}; try again once they have been reviewed") from None
     return FeedbackReceipt(
         id=stored.id, duplicate=stored.duplicate, model_version=model.version,
-        predicted=correction.predicted, input_png=base64.b64encode(correction.input_png).decode(),
+        predicted=kept.predicted, input_png=base64.b64encode(kept.input_png).decode(),
     )  # fmt: skip
