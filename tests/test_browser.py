@@ -5,6 +5,7 @@ import io
 import json
 import re
 import sqlite3
+import sys
 import time
 
 import httpx
@@ -35,7 +36,9 @@ PEN_UP_TO_ANSWER = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with uvicorn_server(tmp_path_factory.mktemp("browser") / "var", workers=1, token=TOKEN) as s:
+    # The README's own command, so the pages are tried behind the HTTP protocol people run.
+    command = [sys.executable, "-m", "digits", "serve", "--workers", "1", "--no-access-log"]
+    with uvicorn_server(tmp_path_factory.mktemp("browser") / "var", token=TOKEN, command=command) as s:
         yield s
 
 
