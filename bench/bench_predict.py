@@ -226,9 +226,9 @@ def _probe(url: str, path: str, every: float, stop: threading.Event, out: list, 
         k = 0
         while not stop.is_set():
             k += 1
+            content = body(k) if callable(body) else body  # made before the clock starts
             started = time.perf_counter()
             try:
-                content = body(k) if callable(body) else body
                 status = c.request(
                     "GET" if content is None else "POST", path, content=content, headers=headers
                 ).status_code
