@@ -28,6 +28,11 @@ WORKING_SIDE = 1024  # larger images are reduced to this before any per-pixel wo
 MAX_JPEG_SCANS = 100  # a progressive JPEG has about 10; each scan costs a pass over every coefficient
 WORKING_MODES = {"L", "LA", "RGB", "RGBA"}  # what the ink finder reads (and Pillow's reduce() takes)
 
+# At most this many pixels a side, an image is a bitmap (MNIST's 28, USPS's 16, optdigits' 8 or 32, a
+# thumbnail), never a photo of paper: too few pixels to hold paper, light and a pen, and the photo
+# check misjudged it (a 16 px digit fills its frame, so few pixels sit at the background's level).
+BITMAP_SIDE = 48
+BLOCKY_SIDE = 256  # up to this size, an image enlarged in blocks (nearest neighbour) is read at its own size
 BOX = 20  # the longer side of the digit inside the 28x28 frame
 INK_THRESHOLD = 0.1  # of the strongest ink: below this, a pixel is background noise
 MIN_INK = 40 / 255  # an image whose strongest ink is fainter than this is blank
@@ -92,6 +97,24 @@ def _working_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGBA" if has_alpha else "L" if img.mode in ("1", "F") else "RGB")
 
 
+def _unblocked(img: Image.Image) -> Image.Image:
+    """A small bitmap enlarged by nearest neighbour (every k x k block one colour: an 8x8 digit shown as
+    32x32) at its own size: the blocks' edges, smoothed by the resize to 20 px, read as strokes."""
+    if has_alpha(img) or max(img.size) > BLOCKY_SIDE or min(img.size) < 2:
+        return img  # the page's drawings (alpha) and anything large are never enlarged bitmaps
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    # Where each row (column) repeats the one before: one pass each, then every block size is a test
+    # on these two short vectors.
+    same_rows = (a[1:] == a[:-1]).reshape(h - 1, -1).all(axis=1)
+    same_cols = (a[:, 1:] == a[:, :-1]).swapaxes(0, 1).reshape(w - 1, -1).all(axis=1)
+    for k in range(min(16, math.gcd(h, w)), 1, -1):
+        inner_rows, inner_cols = np.arange(1, h) % k != 0, np.arange(1, w) % k != 0
+        if h % k == 0 and w % k == 0 and same_rows[inner_rows].all() and same_cols[inner_cols].all():
+            return Image.fromarray(np.ascontiguousarray(a[::k, ::k]), mode=img.mode)
+    return img
+
+
 def load(img: Image.Image) -> Image.Image:
     """Decode an opened image into a working mode, reduced to at most WORKING_SIDE pixels a side."""
     with warnings.catch_warnings():
@@ -103,7 +126,7 @@ def load(img: Image.Image) -> Image.Image:
                 img.draft(img.mode, (WORKING_SIDE, WORKING_SIDE))  # decode at 1/2, 1/4 or 1/8 scale: cheap
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # photos: honour the camera's orientation
-            img = _working_mode(img)
+            img = _unblocked(_working_mode(img))
             if max(img.size) > WORKING_SIDE:
                 # The digit ends up 20 px tall: a photo's 12 megapixels only cost time. Box-averaged.
                 img = img.reduce(math.ceil(max(img.size) / WORKING_SIDE))
@@ -191,7 +214,7 @@ def read(img: Image.Image) -> tuple[np.ndarray, bool]:
     """An opened image -> ((28, 28) float32 in [0, 1], ink bright; True if it was a photo or scan of
     paper, cleaned first by model.photos). A drawing or an MNIST-style image is read as it is."""
     img = load(img)
-    if not has_alpha(img):
+    if not has_alpha(img) and max(img.size) > BITMAP_SIDE:
         gray = np.asarray(img.convert("L"))
         if not photos.is_clean(gray):
             try:
