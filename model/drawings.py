@@ -210,25 +210,31 @@ def _transform(strokes: list, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def draw(
-    label: int, rng: np.random.Generator, style: str | None = None, size: int = CANVAS, unusual: bool = False
+    label: int,
+    rng: np.random.Generator,
+    style: str | None = None,
+    size: int = CANVAS,
+    unusual: bool = False,
+    pen: tuple[float, float] = (0.05, 0.09),
 ) -> Drawing:
-    """A drawing of `label`; with `unusual`, in a way MNIST lacks (UNUSUAL's 1, 4 and 7)."""
+    """A drawing of `label` with a pen of `pen` (a range, in parts of the pad); with `unusual`, in a way
+    MNIST lacks (UNUSUAL's 1, 4 and 7)."""
     templates = UNUSUAL[label] if unusual else TEMPLATES[label]
     template = templates[rng.integers(len(templates))]
     strokes = _transform(template, rng)
     style = style or STYLES[rng.integers(len(STYLES))]
-    pen = round(rng.uniform(0.05, 0.09) * size)
+    width = max(1, round(rng.uniform(*pen) * size))
     height = rng.uniform(0.40, 0.85) * size
     pts = np.concatenate(strokes)
     span = pts.max(axis=0) - pts.min(axis=0)
     scale = height / span[1]
     w, h = span * scale
-    margin = pen / 2 + 1
+    margin = width / 2 + 1
     # anywhere on the canvas that keeps the ink inside: off-centre as often as not
     x0 = rng.uniform(margin, max(margin, size - w - margin))
     y0 = rng.uniform(margin, max(margin, size - h - margin))
-    alpha = _render(strokes, scale, (x0, y0), pen, (size, size))
-    return Drawing(label, style, export(alpha, style), pen, round(h))
+    alpha = _render(strokes, scale, (x0, y0), width, (size, size))
+    return Drawing(label, style, export(alpha, style), width, round(h))
 
 
 def _render(strokes: list, scale: float, at: tuple[float, float], pen: int, size: tuple[int, int]) -> Image.Image:

@@ -78,13 +78,16 @@ def make_trustworthy(
         return keep_detector(trained, parent, config.parent, measured) if parent is not None else trained
     drawn = trust.restyled(train_set.x[:3000], train_set.y[:3000], seed=config.seed + 7005)[0]
     photographed = trust.photos(train_set.x[3000:4500], train_set.y[3000:4500], seed=config.seed + 7007)[0]
+    # Marker and hairline pens, low resolution (model.variants): digits too, however odd they look
+    varied = trust.variants(train_set.x[4500:7500], train_set.y[4500:7500], seed=config.seed + 7010)[0]
     digits = np.concatenate(
-        [from_pixels(train_set.x), trust.drawings(3000, seed=config.seed + 7002)[0], drawn, photographed]
+        [from_pixels(train_set.x), trust.drawings(3000, seed=config.seed + 7002)[0], drawn, photographed, varied]
     )
     photo_non_digits = trust.photo_negatives(PHOTO_NEGATIVES, seed=config.seed + 7008, digits=train_set.x[:500])
     non_digits = np.concatenate([trust.negatives(config.negatives, seed=config.seed + 7003), photo_non_digits])
     detector = trust.train_detector(digits, non_digits, config.seed, config.detector_epochs)
-    card = trust.detector_card(detector, np.concatenate([fit_x, photo_x]), len(digits), len(non_digits))
+    varied_fit = trust.variants(source.x[pick], source.y[pick], seed=config.seed + 7011)[0]
+    card = trust.detector_card(detector, np.concatenate([fit_x, photo_x, varied_fit]), len(digits), len(non_digits))
     card = dataclasses.replace(card, auroc=_auroc(trained.network, detector, measured))
     return dataclasses.replace(trained, card=trained.card.replace(detector=card), detector=detector)
 

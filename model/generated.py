@@ -29,7 +29,9 @@ from model.files import atomic_file
 
 log = logging.getLogger("digits.generated")
 # Every module whose code shapes a generated image or what the network reads of it.
-GENERATORS = ("drawings", "negatives", "photo_set", "photos", "images", "spec", "trust", "experiment", "generated")
+GENERATORS = (
+    "drawings", "negatives", "photo_set", "photos", "variants", "images", "spec", "trust", "experiment", "generated",
+)  # fmt: skip
 Arrays = tuple[np.ndarray, ...]
 
 

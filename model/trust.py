@@ -23,6 +23,7 @@ from model.network import Network
 from model.optimizers import make_optimizer
 from model.photo_set import non_digit_set, photo_set
 from model.spec import SIDE
+from model.variants import fitted_set
 
 TARGET_ERROR = 0.001  # of the answers given, at most this many wrong: the rest are "not sure"
 # Photos of paper: at most 0.4% wrong among the answers given (the goal is 0.5%). As strict a target as
@@ -78,6 +79,18 @@ def restyled(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
         return np.stack([normalise_bytes(restyle(i.reshape(SIDE, SIDE), rng, size=140)).reshape(-1) for i in x]), y
 
     return generated("restyled", make, x=x, y=y, seed=seed)
+
+
+def variants(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
+    """MNIST images (n, 784) uint8 in the fitted kinds of model.variants (marker and hairline pens, low
+    resolution), normalised as the server does: x (n, 784), labels."""
+
+    def make() -> Labelled:
+        read = [(normalised_or_none(png), label) for _, png, label in fitted_set(x, y, seed)]
+        read = [(x, label) for x, label in read if x is not None]
+        return np.stack([r[0] for r in read]), np.array([r[1] for r in read])
+
+    return generated("variants", make, x=x, y=y, seed=seed)
 
 
 def photos(x: np.ndarray, y: np.ndarray, seed: int) -> Labelled:
