@@ -66,20 +66,3 @@ def test_every_negative_family_makes_ink_and_the_held_out_ones_are_never_trained
             m = np.asarray(negatives.mask(kind, rng, negatives.TRAIN_FONTS, size=112))
             assert m.shape == (112, 112) and (m > 64).mean() > 0.01, kind
 
-
-def test_the_shipped_cnn_reads_held_out_markers_and_8px_bitmaps(mnist_test):
-    # Regression gates at this commit's level (issue 22's goals, 1% and 80%, are not met yet): the
-    # detector before it called 12% of these marker digits "not a digit".
-    from model.trust import normalised_or_none
-    from model.weights import load_predictor
-
-    predictor = load_predictor("weights/cnn.npz")
-    x, y = mnist_test.x[-200:], mnist_test.y[-200:]
-    held = list(variants.held_out_set(x, y, seed=11))
-    for kind, most_not_a_digit, least_answered in (("marker", 0.09, 0.8), ("low-res 8x8", 0.02, 0.75)):
-        pngs, labels = [p for k, p, _ in held if k == kind], np.array([lab for k, _, lab in held if k == kind])
-        answers = predictor.answer(np.stack([normalised_or_none(p) for p in pngs]))
-        answered = ~answers.is_not_digit & ~answers.uncertain
-        assert answers.is_not_digit.mean() <= most_not_a_digit, (kind, answers.is_not_digit.mean())
-        assert answered.mean() >= least_answered, (kind, answered.mean())
-        assert (answers.probabilities.argmax(1) == labels)[answered].mean() >= 0.99, kind
