@@ -406,3 +406,16 @@ def test_digits_evaluate_and_export_read_the_shared_databases_corrections(pg_url
     subprocess.run([sys.executable, "-m", "digits", "feedback", "export", str(tmp_path / "c.npz")], env=env, cwd=ROOT,
                    check=True, capture_output=True)  # fmt: skip
     assert len(np.load(tmp_path / "c.npz")["y"]) == 12
+
+
+def test_a_worker_started_in_someone_elses_session_leaves_its_priority_alone(pg_url, tmp_path):
+    """`digits worker` typed in a terminal runs in the terminal's session: it takes the idle class for
+    itself, and leaves the session's share of the CPU (its autogroup's niceness) as it was."""
+    autogroup = Path("/proc/self/autogroup")
+    if not autogroup.exists():
+        pytest.skip("this kernel has no autogroup scheduling")
+    before = autogroup.read_text()
+    with worker(tmp_path / "w", shared_env(pg_url)) as w:
+        assert os.getsid(w.pid) == os.getsid(0)  # the test's session, as a terminal's command would be
+        assert os.sched_getscheduler(w.pid) == os.SCHED_IDLE
+        assert autogroup.read_text() == before

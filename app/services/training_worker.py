@@ -162,13 +162,18 @@ def lower_priority() -> None:
     """Predictions first. SCHED_IDLE runs this process only on cycles nobody else wants, and the
     scheduler preempts it the moment a web process wakes; nice 19 is the fallback elsewhere.
 
-    A worker leads a session of its own (so a Ctrl-C meant for the server's terminal does not hit
-    it), and Linux's autogroup scheduling shares the CPU fairly between sessions before it looks at
-    any process's priority: without lowering the session's own niceness too, the worker would get
-    as much CPU as the whole web server (measured: p99 of /predict x5.3 instead of x3 or less).
+    Linux's autogroup scheduling shares the CPU fairly between sessions before it looks at any
+    process's priority: a worker that leads a session of its own (as the web server starts it, so that
+    a Ctrl-C meant for the server's terminal does not hit it) lowers its session's niceness too, or it
+    would get as much CPU as the whole web server (measured: p99 of /predict x5.3 instead of x3 or
+    less). A worker in someone else's session (`digits worker` typed in a terminal, or started by a
+    test) leaves it alone: the niceness is the whole session's, and lowering it starved the shell,
+    the benchmarks and the tests started from it (a flood client at 22% of a core beside 58% for the
+    idle-class worker).
     """
-    with contextlib.suppress(OSError):
-        Path("/proc/self/autogroup").write_text("19")
+    if os.getsid(0) == os.getpid():
+        with contextlib.suppress(OSError):
+            Path("/proc/self/autogroup").write_text("19")
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
