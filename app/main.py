@@ -59,6 +59,8 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         admin_token = AdminToken(settings.admin_token, db, settings.runtime_dir / "admin_token")
         with contextlib.suppress(*DB_ERRORS):
             admin_token.value()  # made and logged at start when the database answers
+        with contextlib.suppress(*DB_ERRORS):
+            _ = feedback.salt  # read once here, so that a correction is stored without a wait for it
         image_work = ImageWork(settings.max_image_pixels, settings.max_request_pixels, settings.decode_threads)
         app.state.services = Services(
             settings=settings,

@@ -5,13 +5,17 @@ import hashlib
 import io
 import secrets
 import sqlite3
+import threading
+import time
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from conftest import TOKEN
 from hostile import save, seven
 from PIL import Image, PngImagePlugin
 
+from app.infra.db import Busy, open_db
 from app.infra.settings import Settings
 from app.services.feedback_review import Review, in_holdout
 from app.services.feedback_store import FeedbackStatus
@@ -38,6 +42,42 @@ def test_a_correction_is_stored_with_the_servers_own_reading(client, settings):
     assert digest == hashlib.sha256(SEVEN).hexdigest()  # the key: the image as sent
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(original))), np.asarray(Image.open(io.BytesIO(SEVEN))))
     assert client_id != "testclient" and len(client_id) == 16  # a salted hash, never the address
+
+
+def test_a_correction_sent_while_another_writer_holds_the_database_waits_for_it(client, settings):
+    """A canvas-sized correction is stored at once on the event loop when the write lock is free, and
+    waits off the loop when it is not (issue 24): held by another process here, it is stored once the
+    lock is let go, never refused or lost."""
+    other = sqlite3.connect(settings.runtime_dir / "jobs.sqlite", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as a training job's progress or another worker holds it
+    releaser = threading.Timer(0.5, other.execute, ("COMMIT",))
+    releaser.start()
+    started = time.monotonic()
+    r = client.post("/feedback", json={"image": _data_url(SEVEN), "label": 1})
+    waited = time.monotonic() - started
+    releaser.join()
+    assert r.status_code == 201, r.text
+    assert waited >= 0.45  # it waited for the lock rather than failing at once
+    assert other.execute("SELECT count(*) FROM feedback WHERE id = ?", (r.json()["id"],)).fetchone() == (1,)
+    r = client.post("/feedback", json={"image": _data_url(save(seven(140))), "label": 1})  # the lock free again
+    assert r.status_code == 201, r.text
+
+
+def test_a_write_that_would_not_wait_is_busy_and_the_next_one_waits_again(tmp_path):
+    db = open_db(tmp_path / "db.sqlite")
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(Busy), db.write(lock="feedback", wait=False) as conn:
+        conn.execute(sa.text("SELECT 1"))
+    assert time.monotonic() - started < 1  # at once, not after the 10 s wait
+    releaser = threading.Timer(0.3, other.execute, ("COMMIT",))
+    releaser.start()
+    with db.write(lock="feedback") as conn:  # the same pooled connection waits again
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    releaser.join()
+    with pytest.raises(ValueError), db.write(wait=False):
+        pass
 
 
 def test_what_is_kept_is_the_pixels_not_a_senders_added_chunks(client, settings):

@@ -24,6 +24,11 @@ from sqlalchemy.engine import Connection, Engine
 log = logging.getLogger("digits.db")
 # What a database that cannot be reached (or answered an error) raises, whichever driver.
 DB_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError)
+SQLITE_WAIT_S = 10  # how long a SQLite writer waits for another's lock
+
+
+class Busy(Exception):
+    """Another writer holds the lock that a write which would not wait asked for."""
 
 
 def error_reason(e: BaseException) -> str:
@@ -146,7 +151,7 @@ def sqlite_url(path: Path) -> str:
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         Path(sa.make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_WAIT_S, "check_same_thread": False})
 
         # SQLAlchemy's documented recipe for real SQLite transactions: the driver's own BEGIN handling
         # off, our BEGIN on. A connection opened with execution option `immediate` takes the write
@@ -181,13 +186,28 @@ class Db:
         return self.engine.connect()
 
     @contextlib.contextmanager
-    def write(self, lock: str | None = None) -> Iterator[Connection]:
+    def write(self, lock: str | None = None, wait: bool = True) -> Iterator[Connection]:
         """A transaction. With `lock`, writers that name the same lock run one at a time (for a
-        check-then-insert): SQLite's write lock at BEGIN, a transaction-scoped advisory lock on Postgres."""
+        check-then-insert): SQLite's write lock at BEGIN, a transaction-scoped advisory lock on Postgres.
+        `wait=False` (SQLite only, with a lock): raise Busy at once rather than wait for another writer."""
         if lock is not None and not self.is_postgres:
-            with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
-                yield conn
+            with self.engine.connect().execution_options(immediate=True) as conn:
+                sqlite = conn.connection.driver_connection  # not through SQLAlchemy, which would BEGIN first
+                if not wait:
+                    sqlite.execute("PRAGMA busy_timeout = 0")
+                try:
+                    with conn.begin():
+                        yield conn
+                except sa.exc.OperationalError as e:
+                    if not wait and "locked" in str(e.orig):
+                        raise Busy(str(e.orig)) from None
+                    raise
+                finally:
+                    if not wait:
+                        sqlite.execute(f"PRAGMA busy_timeout = {SQLITE_WAIT_S * 1000}")
             return
+        if not wait:
+            raise ValueError("only a SQLite write with a lock can be asked not to wait")
         with self.engine.begin() as conn:
             if lock is not None:
                 _advisory_lock(conn, lock)

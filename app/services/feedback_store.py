@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.infra.db import Db, feedback, open_db, shared_secret
+from app.infra.db import Busy, Db, feedback, open_db, shared_secret
 
 
 class FeedbackStatus(StrEnum):
@@ -88,11 +88,15 @@ class FeedbackStore:
     def client_id(self, address: str) -> str:
         return hashlib.sha256(self.salt + address.encode()).hexdigest()[:16]
 
-    def add(self, c: Correction, address: str) -> Stored:
-        """Store a correction, once per image; raises StoreFull, or a database error when it says no."""
+    def add(self, c: Correction, address: str, wait: bool = True) -> Stored:
+        """Store a correction, once per image; raises StoreFull, or a database error when it says no;
+        `wait=False` (SQLite): app.infra.db.Busy at once if another writer holds the lock."""
         digest = c.sha256
+        if not wait and self._salt is None:
+            raise Busy("the clients' salt is not read yet")  # its first read may wait
         client = self.client_id(address)  # before the write lock: the salt may need a write of its own
-        with self.db.write(lock="feedback") as conn:  # one writer: the count and the insert see the same store
+        # One writer at a time: the count and the insert see the same store.
+        with self.db.write(lock="feedback", wait=wait) as conn:
             row = conn.execute(sa.select(feedback.c.id, feedback.c.status).where(feedback.c.sha256 == digest)).first()
             if row is not None:
                 return Stored(row.id, True, FeedbackStatus(row.status))

@@ -86,6 +86,11 @@ class ImageWork:
         """A number from ink already decoded (JSON pixels)."""
         return await self.in_pool(lambda: numbers.read_number(numbers.page_of_ink(ink), classify))
 
+    def is_cheap(self, data: bytes) -> bool:
+        """Whether this image costs no more to decode than normalise decodes inline (a canvas); raises
+        ImageError from its header."""
+        return decode_cost(open_image(data, self.max_pixels), data) <= INLINE_COST
+
     async def in_pool(self, work: Callable[[], T]) -> T:
         """Run work of some milliseconds (a reading, an explanation) off the event loop, in the pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
