@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from checkout import checkout  # noqa: E402
+
 from model.weights import read_card  # noqa: E402
 
 
@@ -59,14 +61,10 @@ def main() -> None:
         env = {**os.environ, "DIGITS_CACHE_DIR": str(Path(tmp) / "generated")}
         walls = {}
         if args.against:
-            other = Path(tmp) / "against"
-            subprocess.run(["git", "worktree", "add", "--detach", str(other), args.against], cwd=ROOT, check=True)
-            try:
+            with checkout(args.against, Path(tmp) / "against") as other:
                 out = Path(tmp) / "against.npz"
                 walls["against"] = run(other, args.preset, args.extra, out, env)
                 report(f"{args.against} (before)", walls["against"], out)
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=True)
         for label in ("cold", "warm") if args.warm else ("cold",):
             out = Path(tmp) / f"{label}.npz"
             walls[label] = run(ROOT, args.preset, args.extra, out, env)

@@ -3,6 +3,7 @@
     python bench/bench_predict.py [--workers 2] [--connections 16] [--seconds 10]
     python bench/bench_predict.py --saturate [--connections 256]   # admission control at saturation
     python bench/bench_predict.py --versions default cnn default cnn   # alternating, same server, same run
+    python bench/bench_predict.py --idle-against a728264^   # idle latency, alternating with another commit
 
 Starts `digits serve --workers N` on 127.0.0.1 with the shipped weights and runs Debian's wrk (installed
 with apt-get when missing and running as root). It measures the drawing page's own request (a JSON data
@@ -17,6 +18,8 @@ admitted ones') for 20 s while a training job runs, and meanwhile one probe each
 request, /healthz and a correction every 0.1-0.5 s; prints the admitted answers' and the refusals'
 (503 with Retry-After) latencies, timeouts (> 5 s), and each probe's latencies (issue 24: 0
 timeouts, admitted p99 <= 150 ms, /healthz and a correction within 100 ms throughout).
+With --idle-against REF, only the idle latency, alternating three times between a checkout of REF and
+this code (issue 24: an idle server answers the page no slower than before the issue's work).
 With --versions, it activates each version through the admin API, measures it, and prints each
 one's throughput against the first's (issue 12: the CNN >= 70% of the MLP's).
 """
@@ -45,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from checkout import checkout  # noqa: E402
 from servers import uvicorn_server  # noqa: E402
 
 from model.drawings import draw  # noqa: E402
@@ -241,6 +245,21 @@ def throughput(args: argparse.Namespace, wrk: str, tmp: Path) -> None:
     print(f"target >= 0.35x the decode baseline, p99 <= 25 ms: {'met' if ok else 'NOT met'}")
 
 
+def idle_against(args: argparse.Namespace, tmp: Path) -> None:
+    page = page_body(tmp)
+    command = [sys.executable, "-m", "digits", "serve", "--workers", str(args.workers), "--no-access-log"]
+    medians: dict[str, list[float]] = {args.idle_against: [], "this code": []}
+    with checkout(args.idle_against, tmp / "other") as other:
+        for k in range(6):
+            name, cwd = (args.idle_against, other) if k % 2 == 0 else ("this code", ROOT)
+            # cwd first on sys.path: `-m digits` imports that checkout's code
+            with uvicorn_server(tmp / f"var{k}", workers=args.workers, command=command, token=TOKEN, cwd=cwd) as s:
+                every_worker_up(s.url, args.workers)
+                medians[name].append(idle_latency(s.url, page))
+    for name, ms in medians.items():
+        print(f"idle latency of one page request, {name}: medians {', '.join(f'{m:.2f}' for m in ms)} ms")
+
+
 def _probe(url: str, path: str, every: float, stop: threading.Event, out: list, body=None, headers=None) -> None:
     with httpx.Client(base_url=url, timeout=10) as c:
         k = 0
@@ -333,12 +352,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--saturate", action="store_true", help="256 connections, a training job, probes")
     ap.add_argument("--versions", nargs="+", help="measure each of these model versions in turn")
+    ap.add_argument("--idle-against", metavar="REF", help="idle latency only, alternating with this commit")
     args = ap.parse_args()
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp:
         tmp = Path(tmp)
         if args.saturate:
             saturate(args, tmp)
+        elif args.idle_against:
+            idle_against(args, tmp)
         elif args.versions:
             versions(args, wrk, tmp)
         else:
