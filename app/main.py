@@ -57,10 +57,7 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
         await training.start()
         feedback = _feedback_store(db, settings)
         admin_token = AdminToken(settings.admin_token, db, settings.runtime_dir / "admin_token")
-        with contextlib.suppress(*DB_ERRORS):
-            admin_token.value()  # made and logged at start when the database answers
-        with contextlib.suppress(*DB_ERRORS):
-            _ = feedback.salt  # read once here, so that a correction is stored without a wait for it
+        _read_secrets(admin_token, feedback)
         image_work = ImageWork(settings.max_image_pixels, settings.max_request_pixels, settings.decode_threads)
         app.state.services = Services(
             settings=settings,
@@ -92,6 +89,15 @@ def _lifespan(settings: Settings, metrics: prometheus.Metrics) -> Callable[[Fast
                     await task
 
     return lifespan
+
+
+def _read_secrets(admin_token: AdminToken, feedback: FeedbackStore) -> None:
+    """At start, when the database answers: the admin token (made and logged), and the clients' salt,
+    so that a correction is stored without a wait for it."""
+    with contextlib.suppress(*DB_ERRORS):
+        admin_token.value()
+    with contextlib.suppress(*DB_ERRORS):
+        _ = feedback.salt
 
 
 def _freeze_start_up() -> None:
