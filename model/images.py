@@ -151,9 +151,10 @@ def ink_image(img: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
         bbox = rgba.getchannel("A").getbbox()  # in C: where anything at all was drawn
         if bbox is None:
             raise ImageError("blank", "no ink found: the image is blank")
-        a = np.asarray(rgba.crop(bbox) if bbox != (0, 0, *img.size) else rgba)  # (h, w, 4) uint8, the drawn area
+        whole = bbox == (0, 0, *img.size)
+        a = np.asarray(rgba if whole else rgba.crop(bbox))  # (h, w, 4) uint8, the drawn area
         alpha = a[..., 3] * np.float32(1 / 255)
-        if bbox != (0, 0, *img.size) or alpha.min() < 1:
+        if not whole or alpha.min() < 1:
             # A canvas from toDataURL() is transparent where nothing was drawn: its ink is wherever
             # alpha is. Composited onto a background that contrasts with the ink's own colour (so
             # black ink and white ink on transparency both count), then inverted if that background
@@ -220,7 +221,8 @@ def lanczos_weights(size: int, new_size: int) -> np.ndarray:
         lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), size)
         x = (np.arange(lo, hi) - centre + 0.5) / filterscale
         k = np.where(np.abs(x) < 3, np.sinc(x) * np.sinc(x / 3), 0.0)  # np.sinc is sin(pi x) / (pi x)
-        weights[i, lo:hi] = k / k.sum() if k.sum() != 0 else k
+        total = k.sum()
+        weights[i, lo:hi] = k / total if total != 0 else k
     weights = weights.astype(np.float32)  # the image is float32: float64 weights made it a float64 copy
     weights.flags.writeable = False  # shared by every caller through the cache
     return weights
