@@ -223,6 +223,7 @@ class BatchParts:
         self, net: Network, parts: int, rng: np.random.Generator, rows: int, processes: bool | None = None
     ) -> None:
         self.net, self.parts = net, parts
+        self.scratch = np.empty_like(net.grads)  # another part's gradient, weighted
         self.processes = parts > 1 and (cores() > 1 if processes is None else processes)
         children = rng.spawn(parts) if parts > 1 else []
         self.workers: list[PartWorker] = []
@@ -266,20 +267,23 @@ class BatchParts:
             return self.net.backprop(X, y)
         bounds = np.linspace(0, len(X), self.parts + 1).astype(int)
         pieces = [(X[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        # Python floats, so that the products stay float32: NumPy's float64 scalars made every step's
+        # gradient a float64 temporary, 0.35 ms of a 10 ms step here (0.07 ms now)
+        weights = [float(w) for w in np.diff(bounds) / len(X)]
+        grads, state = self.net.grads, self.net.state
         if self.processes:
             for worker, (x, labels) in zip(self.workers, pieces[1:], strict=True):
                 worker.start(x, labels)
             first = self.net.backprop(*pieces[0])
+            grads *= weights[0]  # while the other parts finish
             results = [first, *(worker.result() for worker in self.workers)]
             others = [(w.grads, w.state) for w in self.workers]
         else:
             results = [r.backprop(x, labels) for r, (x, labels) in zip(self.replicas, pieces, strict=True)]
             others = [(r.grads, r.state) for r in self.replicas[1:]]
-        weights = np.diff(bounds) / len(X)
-        grads, state = self.net.grads, self.net.state
-        grads *= weights[0]  # the first part ran on the network itself: its gradient is already there
+            grads *= weights[0]  # the first part ran on the network itself: its gradient is already there
         for (g, _), w in zip(others, weights[1:], strict=True):
-            grads += w * g
+            grads += np.multiply(g, w, out=self.scratch)
         state *= weights[0]
         for (_, s), w in zip(others, weights[1:], strict=True):
             state += w * s
