@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from model.functional import softmax_, softmax_cross_entropy_
-from model.layers import MAX_UNITS, Dense, Dropout, Layer, ReLU, Shape, from_spec
+from model.layers import MAX_UNITS, Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU, Shape, from_spec
 from model.spec import N_CLASSES, SIDE
 
 IMAGE = (SIDE, SIDE, 1)
@@ -66,6 +66,9 @@ def build_layers(description: Any, outputs: int = N_CLASSES) -> tuple[list[Layer
             shape = layer.build(shape)
         except ValueError as e:
             raise ValueError(f"layer {i} ({layer.kind}): {e}") from None
+    first, second = layers[0], layers[1] if len(layers) > 1 else None
+    if isinstance(first, Conv2D) and isinstance(second, MaxPool2D) and first.channels == 1:
+        first.pool_order = second.size  # its rows laid out for the pooling (Conv2D.pool_order)
     if not isinstance(layers[-1], Dense) or shape != (outputs,):
         raise ValueError(f"the last layer must be dense with {outputs} units (the logits), got {description[-1]!r}")
     n_params = sum(int(np.prod(s)) for layer in layers for s in layer.param_shapes().values())

@@ -145,6 +145,28 @@ def test_a_whole_small_cnn_gradient_matches_finite_differences():
     np.testing.assert_array_equal(net.grads, analytic)  # the probes changed nothing for good
 
 
+def test_a_first_convolution_laid_out_for_its_pooling_trains_as_the_usual_layout():
+    """In training, a first convolution that pooling follows lays its output out window offset first
+    (Conv2D.pool_order), a faster layout for the pooling; the loss, the probabilities and every
+    gradient must be those of the usual layout, ties in blank areas included."""
+    rng = np.random.default_rng(8)
+    specs = [*CNN[:3], {"type": "batchnorm"}, *CNN[3:4], {"type": "dense", "units": 10}]
+    fast = Network(specs, np.float64).init(rng)
+    fast.layers[0].params["b"][...] = 0.5  # blank windows then tie above zero, where ReLU lets them through
+    usual = Network(specs, np.float64)
+    usual.params[...], usual.state[...] = fast.params, fast.state
+    usual.layers[0].pool_order = 0
+    assert fast.layers[0].pool_order == 2  # the layout under test is in use
+    X = rng.random((6, 784))
+    X.reshape(6, 28, 28)[:, :14] = 0  # blank above: windows there tie (at the bias)
+    y = rng.integers(0, 10, 6)
+    a, b = fast.backprop(X, y), usual.backprop(X, y)
+    assert a.loss == pytest.approx(b.loss, rel=1e-12)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-12)
+    np.testing.assert_allclose(fast.grads, usual.grads, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.state, usual.state, rtol=1e-12)
+
+
 def _one(net, flat, k, X, y):
     """The loss's numeric derivative in one parameter, with the training forward pass (batch
     statistics in batch norm), which is what backprop differentiates."""
