@@ -40,7 +40,9 @@ def per_channel(op: np.ufunc, x2: np.ndarray, v: np.ndarray, out: np.ndarray) ->
     rows took 57 us as (n, 16) and 22 us as (n/32, 512)."""
     n, C = x2.shape
     k = math.gcd(n, max(1, 512 // C)) if out.flags.c_contiguous else 1  # a view of `out`, never a copy
-    op(x2.reshape(n // k, k * C), np.tile(v, k), out=out.reshape(n // k, k * C))
+    wide = np.empty((k, C), v.dtype)
+    wide[...] = v  # np.tile(v, k), in a third of its 2.7 us
+    op(x2.reshape(n // k, k * C), wide.reshape(-1), out=out.reshape(n // k, k * C))
     return out
 
 
@@ -484,10 +486,13 @@ class Dropout(Layer):
             return x
         if self.rng is None:
             raise RuntimeError("dropout needs the training rng: call set_rng() on the network first")
+        # Kept where a 16-bit random number is at least rate * 2^16, four numbers from each 64-bit draw
+        # of the generator: 0.06 ms for 64 x 1,024 inputs, where drawing floats took 0.19. The rate is
+        # then a multiple of 2^-16, within 8e-6 of the one asked.
+        dropped = round(self.rate * 65536)
+        bits = self.rng.bit_generator.random_raw(-(-x.size // 4)).view(np.uint16)[: x.size].reshape(x.shape)
         self.mask = self.buffer("mask", x.shape, x.dtype)
-        self.rng.random(out=self.mask, dtype=x.dtype)
-        self.mask[...] = self.mask >= self.rate
-        self.mask *= 1 / (1 - self.rate)  # 0 or 1/(1-rate)
+        np.multiply(bits >= dropped, x.dtype.type(1 / (1 - self.rate)), out=self.mask)  # 0 or 1/(1-rate)
         return np.multiply(x, self.mask, out=self.buffer("y", x.shape, x.dtype))
 
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:

@@ -149,7 +149,7 @@ def train(
             raise ValueError(f"cannot fine-tune {describe(start.spec)} as {describe(net.spec)}: the layers differ")
         net.params[...] = start.params
         net.state[...] = start.state
-    parts = BatchParts(net, config.batch_parts, rng, config.batch_size or len(train_set), processes)
+    parts = BatchParts(net, config.batch_parts, rng, config.batch_size or len(train_set), processes, config=config)
     batches = Batches(train_set, config, rng, ahead=parts.processes)
     # Parts keep to one BLAS thread each: two BLAS pools on two cores spin-wait on each other, and a
     # product's sums are then split the same way whatever the threads, so a seed gives the same run.
@@ -176,7 +176,6 @@ def _run(
     should_stop: Callable[[], bool] | None,
     report_every: int,
 ) -> TrainResult:
-    optimizer = config.optimizer_for(net)
     schedule = config.schedule_for(batches.steps_per_epoch)
     result, meter = TrainResult(net, config), Meter()
     started = time.perf_counter()
@@ -188,13 +187,14 @@ def _run(
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled at epoch {epoch}, step {step}")
             lr = schedule(step)
-            loss, probs = parts.backprop(xb, yb)
+            loss, probs = parts.step(xb, yb, lr)  # the update may still be under way (BatchParts.settle)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
-            optimizer.step(net.params, net.grads, lr)
             step += 1
             meter.add(loss, probs, yb)
             end_of_epoch = i == batches.steps_per_epoch
+            if end_of_epoch:
+                parts.settle()  # the weights, whole, for the validation set and the caller
             val_acc = _end_epoch(result, meter, epoch, val_set, started) if end_of_epoch else None
             if on_progress is not None and (step % report_every == 0 or end_of_epoch):
                 loss_w, acc_w = meter.take_window()

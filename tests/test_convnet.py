@@ -89,6 +89,18 @@ def test_dropout_gradient_follows_its_mask_and_inference_is_identity():
     np.testing.assert_array_equal(layer.forward(x), x)
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.5])
+def test_dropout_drops_its_rate_of_a_large_batch(rate):
+    """The mask comes from 16-bit pieces of raw 64-bit draws; over a million inputs the share dropped
+    is the rate to within 6 standard deviations, and each of the four pieces of a draw drops alike."""
+    layer = Dropout(rate)
+    layer.rng = np.random.default_rng(9)
+    dropped = layer.forward(np.ones((1000, 1000), np.float32), training=True) == 0
+    assert abs(dropped.mean() - rate) < 6 * np.sqrt(rate * (1 - rate) / dropped.size)
+    by_piece = dropped.reshape(-1, 4).mean(axis=0)
+    assert np.all(np.abs(by_piece - rate) < 6 * np.sqrt(rate * (1 - rate) / (dropped.size / 4)))
+
+
 def _direct_conv(x, W, b, K):
     """The obvious convolution: every output pixel, every filter, a sum over its window."""
     m, Hh, Ww, C = x.shape

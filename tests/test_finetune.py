@@ -58,6 +58,26 @@ def test_a_batch_part_whose_process_dies_fails_the_step_with_a_message_and_leave
     net.backprop(x, y)  # the network has weights of its own again
 
 
+def test_a_step_whose_own_part_fails_stops_its_update_and_its_workers_cleanly():
+    """The first worker applies each step's update once every part is done; when this process's own
+    part fails instead, the worker must not wait for it forever: closing stops it, and it exits by
+    itself (not killed after the stop's timeout)."""
+    net = Network([784, 32, 10]).init(np.random.default_rng(0))
+    config = TrainConfig(layers=[784, 32, 10], batch_size=64, batch_parts=2)
+    worked = BatchParts(net, 2, np.random.default_rng(1), 64, processes=True, config=config)
+    x, y = np.zeros((64, 784), np.float32), np.zeros(64, np.intp)
+    before = net.params.copy()
+    worked.step(x, y, 1e-2)
+    worked.settle()
+    assert not np.array_equal(net.params, before)  # the worker's update reached these weights
+    y[:32] = 99  # no such class: this process's half fails, the worker's half does not
+    with pytest.raises(IndexError):
+        worked.step(x, y, 1e-2)
+    process = worked.workers[0].process
+    worked.close()
+    assert process.returncode == 0
+
+
 def test_parts_do_not_depend_on_the_processes_that_run_them():
     config = TrainConfig(layers=SMALL_CNN, epochs=1, batch_size=64, batch_parts=2, val_size=0, seed=3)
     runs = [train(config, _data(640), processes=p).network for p in (False, True)]
