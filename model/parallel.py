@@ -171,9 +171,8 @@ def _work_parts(inbox: BinaryIO, outbox: BinaryIO) -> None:
     net.trainable_from = trainable_from
     _set_dropout_rng(net, rng)
     done, updated, parent = shared.arrays["done"], shared.arrays["updated"], os.getppid()
-    every = [shared.of_part(i) for i in range(parts)]
     optimizer = config.optimizer_for(net) if index == 1 and config is not None else None
-    scratch = np.empty_like(net.grads)
+    every, scratch = [shared.of_part(i) for i in range(parts)], np.empty_like(net.grads)
 
     def send(answer: Any) -> None:
         pickle.dump(answer, outbox)
@@ -199,21 +198,32 @@ def _work_parts(inbox: BinaryIO, outbox: BinaryIO) -> None:
             # every part done, or the parent gave the step up (-1): only then are all gradients whole
             if not wait_for(lambda step=step: done[0] < 0 or done.min() >= step, lambda: os.getppid() == parent):
                 return
-            if done[0] < 0:
-                continue
-            try:
-                combine([p["grads"] for p in every], [p["state"] for p in every], weights, scratch)
-                if lr is not None:
-                    optimizer.step(shared.arrays["params"], every[0]["grads"], lr)
-            except MemoryError as e:
-                updated[0] = -1
-                send(e)
-                continue
-            except Exception:
-                updated[0] = -1
-                send(traceback.format_exc())
-                continue
-            updated[0] = step
+            if done[0] >= 0:
+                failure = _update(every, shared.arrays["params"], weights, optimizer, lr, scratch)
+                updated[0] = step if failure is None else -1
+                if failure is not None:
+                    send(failure)
+
+
+def _update(
+    every: list[dict[str, np.ndarray]],
+    params: np.ndarray,
+    weights: list[float],
+    optimizer: Any,
+    lr: float | None,
+    scratch: np.ndarray,
+) -> Any:
+    """The first worker's half of a step: combine every part's gradient and state, then apply the
+    optimizer's update (none when `lr` is None); None, or what went wrong, for the parent to raise."""
+    try:
+        combine([p["grads"] for p in every], [p["state"] for p in every], weights, scratch)
+        if lr is not None:
+            optimizer.step(params, every[0]["grads"], lr)
+    except MemoryError as e:
+        return e
+    except Exception:
+        return traceback.format_exc()
+    return None
 
 
 class PartWorker:
