@@ -65,21 +65,28 @@ def numpy_epochs(layers: list, x: np.ndarray, y: np.ndarray, parts: int = 1) -> 
     return epoch, last
 
 
-def numpy_details(net, x: np.ndarray, y: np.ndarray, dense: bool) -> None:
+def numpy_details(net, x: np.ndarray, y: np.ndarray, dense: bool, parts: int = 1) -> None:
     if not dense:
         numpy_layer_times(net, x, y)
+        if parts > 1:  # what each process of an epoch works: one part, on one BLAS thread
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1):
+                numpy_layer_times(net, x, y, batch=128 // parts, batches=160, what="one part, one core")
         convolution_ways()
     bench_numpy_inference(net, x, dense=dense)
 
 
-def numpy_layer_times(net, x_u8: np.ndarray, y: np.ndarray, batches: int = 40) -> None:
-    """Forward and backward time of each layer, per batch of 128, over `batches` training steps."""
+def numpy_layer_times(
+    net, x_u8: np.ndarray, y: np.ndarray, batch: int = 128, batches: int = 40, what: str = "one network"
+) -> None:
+    """Forward and backward time of each layer, per batch, over `batches` training steps."""
     net.timings = {}
-    xb = from_pixels(x_u8[: 128 * batches])
-    for s in range(0, len(xb), 128):
-        net.backprop(xb[s : s + 128], y[s : s + 128].astype(np.intp))
+    xb = from_pixels(x_u8[: batch * batches])
+    for s in range(0, len(xb), batch):
+        net.backprop(xb[s : s + batch], y[s : s + batch].astype(np.intp))
     timings, net.timings = net.timings, None
-    print("numpy   per layer, ms per batch of 128 (forward / backward):")
+    print(f"numpy   per layer, ms per batch of {batch}, {what} (forward / backward):")
     total = 0.0
     for i, layer in enumerate(net.layers):
         f = statistics.median(timings.get(f"{i}:{layer.kind}:forward", [0.0])) * 1e3
@@ -318,7 +325,7 @@ def main() -> None:
         np_times.append(np_epoch())
         if torch_run is not None:
             th_times.append(torch_run[0]())
-    numpy_details(np_last["network"], x, y, dense)
+    numpy_details(np_last["network"], x, y, dense, parts)
     # The first epoch pays for buffer allocation and page faults; report the steady state.
     np_median = statistics.median(np_times[1:] or np_times)
     print(
