@@ -78,8 +78,13 @@ def test_a_step_whose_own_part_fails_stops_its_update_and_its_workers_cleanly():
     assert process.returncode == 0
 
 
-def test_parts_do_not_depend_on_the_processes_that_run_them():
-    config = TrainConfig(layers=SMALL_CNN, epochs=1, batch_size=64, batch_parts=2, val_size=0, seed=3)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_parts_do_not_depend_on_the_processes_that_run_them(weight_decay):
+    """In processes the first worker applies each update (weight decay too, through its own views of
+    the shared weights); the run must be the one made all in this process."""
+    config = TrainConfig(
+        layers=SMALL_CNN, epochs=1, batch_size=64, batch_parts=2, val_size=0, seed=3, weight_decay=weight_decay
+    )
     runs = [train(config, _data(640), processes=p).network for p in (False, True)]
     assert np.array_equal(runs[0].params, runs[1].params)
     assert np.array_equal(runs[0].state, runs[1].state)  # batch norm's running statistics too
