@@ -95,12 +95,17 @@ def _views(flat: np.ndarray, shapes: list[dict[str, Shape]]) -> list[dict[str, n
 
 
 class Network:
-    def __init__(self, layers: Sequence[int] | Sequence[dict[str, Any]], dtype: type | np.dtype = np.float32) -> None:
+    def __init__(
+        self,
+        layers: Sequence[int] | Sequence[dict[str, Any]],
+        dtype: type | np.dtype = np.float32,
+        outputs: int = N_CLASSES,  # of a list of layer objects (a dense stack's sizes say their own)
+    ) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype.name not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype}")
         self.sizes: list[int] | None = list(layers) if is_sizes(layers) else None
-        self.layers, self.in_shape = build_layers(list(layers), N_CLASSES)
+        self.layers, self.in_shape = build_layers(list(layers), outputs)
         self.n_inputs = int(np.prod(self.in_shape))
         param_shapes = [layer.param_shapes() for layer in self.layers]
         state_shapes = [layer.state_shapes() for layer in self.layers]

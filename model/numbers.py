@@ -48,7 +48,7 @@ CUT_MARGIN = 0.15  # of the line height: no cut nearer a piece's end
 LINK_GAP = 0.06  # parts further apart than this (in line heights) are never one digit
 MIN_HEIGHT = 0.55  # a digit is at least this tall (in line heights): shorter runs are a digit's fragments
 MARK_HEIGHT = 0.35  # a group shorter than this (in line heights) is a mark: a dash, a dot
-WHOLE_WEIGHT = 1.0  # of the verifier's log P(whole digit) beside the network's log confidence (tuned)
+WHOLE_WEIGHT = 2.0  # of the verifier's log P(whole digit) beside the network's log confidence (tuned)
 DETECTOR_WEIGHT = 1.0  # of the detector's log P(a digit) (tuned)
 DETECTOR_CAP = 1.5  # in log units (tuned; 2.0 let an A lose to its two halves read as 1 and 4)
 DIGIT_BONUS = 0.3  # added per digit to the summed log-confidence (tuned)
@@ -470,6 +470,8 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
     answers = classify(c.crops.reshape(len(c.crops), -1), page.photo)
     confidence = answers.probabilities.max(axis=1)
     whole = verifier(c) if verifier else np.ones(len(c.runs))
+    # Only the MLP learnt that a letter is one whole mark: the reader knows digits and NOT_ONE alone.
+    whole_mark = verifier.whole_mark(c) if verifier else whole
     score = np.log(confidence) + DIGIT_BONUS
     if verifier:
         score += WHOLE_WEIGHT * np.log(np.maximum(whole, 1e-4))
@@ -478,7 +480,7 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
         score -= np.minimum(DETECTOR_CAP, -DETECTOR_WEIGHT * np.log1p(-np.minimum(answers.not_digit, 0.999)))
     score -= CUT_COST * c.shape[:, 3]
     if answers.not_digit is not None:
-        score[_cuts_through_marks(c, whole, answers.not_digit)] = -np.inf
+        score[_cuts_through_marks(c, whole_mark, answers.not_digit)] = -np.inf
     scores = {run: v for run, v in zip(c.runs, score.tolist(), strict=True) if v > -np.inf}
     chosen, total, other = best_reading(scores, len(c.parts))
     if len(chosen) > MAX_DIGITS:
@@ -512,12 +514,15 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
 
 
 class Verifier(Protocol):
-    """Candidates -> (m,) P(the run is exactly one whole digit); with a `reader` (or None) that reads
-    the digits of runs cut from touching ink, `read`: (k, 784) -> (k, 10) probabilities."""
+    """Candidates -> (m,) P(the run is exactly one whole digit); `whole_mark`: P(it is one whole mark,
+    a digit or a letter); with a `reader` (or None) that reads the digits of runs cut from touching ink,
+    `read`: (k, 784) -> (k, 10) probabilities."""
 
     reader: object | None
 
     def __call__(self, c: Candidates) -> np.ndarray: ...
+
+    def whole_mark(self, c: Candidates) -> np.ndarray: ...
 
     def read(self, crops: np.ndarray) -> np.ndarray: ...
 

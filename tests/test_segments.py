@@ -20,8 +20,10 @@ def test_the_shipped_verifier_tells_whole_digits_from_fragments_and_pairs(mnist_
     x, y, _ = segments.labelled(number_set(60, 404, mnist, held_out=None), photos=0.2, seed=404)
     verifier = segments.load(segments.DEFAULT_PATH)
     auroc = _auroc(verifier.network.predict_proba(x)[:, 0], y == 0)
-    print(f"\nverifier on {len(y)} candidates of test-digit numbers: AUROC {auroc:.3f}")
+    both = _auroc(verifier.whole(x), y == 0)
+    print(f"\nverifier on {len(y)} candidates of test-digit numbers: AUROC {auroc:.3f}, with the reader {both:.3f}")
     assert auroc >= 0.95
+    assert both >= auroc + 0.01  # the reader's judgement is worth its cost
     assert verifier.about["numbers"] >= 1000
 
 
@@ -56,6 +58,24 @@ def test_a_verifier_trains_saves_and_loads(tmp_path, mnist_test):
     c = numbers.candidates(numbers.read_page(open_image(next(number_set(1, 2, mnist)).png)))
     assert np.allclose(loaded(c), net.predict_proba(segments.features(c))[:, 0], atol=1e-6)
     assert loaded.about == {"numbers": 40}
+    # with its reader: the served CNN grown an eleventh class, NOT_ONE
+    from model import weights
+    from model.paths import WEIGHTS_DIR
+
+    start, _ = weights.load(WEIGHTS_DIR / "cnn.npz")
+    runs = classes >= 0
+    reader = segments.train_reader(start, x[runs, :784][:512], classes[runs][:512], epochs=1)
+    both = segments.load(segments.save(tmp_path / "r.npz", net, {}, reader))
+    p11 = reader.predict_proba(segments.features(c)[:, :784])
+    assert p11.shape == (len(c.runs), segments.NOT_ONE + 1)
+    expected = np.sqrt(net.predict_proba(segments.features(c))[:, 0] * (1 - p11[:, segments.NOT_ONE]))
+    assert np.allclose(both(c), expected, atol=1e-6)
+    read = both.read(c.crops.reshape(len(c.crops), -1))
+    assert read.shape == (len(c.runs), 10) and np.allclose(read.sum(axis=1), 1, atol=1e-5)
+    assert np.array_equal(read.argmax(axis=1), p11[:, :10].argmax(axis=1))
+    # a file whose reader has ten outputs (the cut-digit reader before NOT_ONE) is refused, not misread
+    with pytest.raises(ValueError, match="11-class reader"):
+        segments.load(segments.save(tmp_path / "old.npz", net, {}, start))
     (tmp_path / "bad.npz").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="not a segment verifier"):
         segments.load(tmp_path / "bad.npz")

@@ -65,4 +65,3 @@ def test_every_negative_family_makes_ink_and_the_held_out_ones_are_never_trained
         for _ in range(5):
             m = np.asarray(negatives.mask(kind, rng, negatives.TRAIN_FONTS, size=112))
             assert m.shape == (112, 112) and (m > 64).mean() > 0.01, kind
-
