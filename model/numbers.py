@@ -469,9 +469,7 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
     verifier = verifier if verifier is not None else default_verifier()
     answers = classify(c.crops.reshape(len(c.crops), -1), page.photo)
     confidence = answers.probabilities.max(axis=1)
-    whole = verifier(c) if verifier else np.ones(len(c.runs))
-    # Only the MLP learnt that a letter is one whole mark: the reader knows digits and NOT_ONE alone.
-    whole_mark = verifier.whole_mark(c) if verifier else whole
+    whole, whole_mark = verifier.judge(c) if verifier else (np.ones(len(c.runs)),) * 2
     score = np.log(confidence) + DIGIT_BONUS
     if verifier:
         score += WHOLE_WEIGHT * np.log(np.maximum(whole, 1e-4))
@@ -514,15 +512,13 @@ def read_number(page: Page, classify: Classify, verifier: Verifier | None = None
 
 
 class Verifier(Protocol):
-    """Candidates -> (m,) P(the run is exactly one whole digit); `whole_mark`: P(it is one whole mark,
-    a digit or a letter); with a `reader` (or None) that reads the digits of runs cut from touching ink,
-    `read`: (k, 784) -> (k, 10) probabilities."""
+    """`judge`: Candidates -> (m,) P(the run is exactly one whole digit) and (m,) P(it is one whole
+    mark, a digit or a letter); with a `reader` (or None) that reads the digits of runs cut from
+    touching ink, `read`: (k, 784) -> (k, 10) probabilities."""
 
     reader: object | None
 
-    def __call__(self, c: Candidates) -> np.ndarray: ...
-
-    def whole_mark(self, c: Candidates) -> np.ndarray: ...
+    def judge(self, c: Candidates) -> tuple[np.ndarray, np.ndarray]: ...
 
     def read(self, crops: np.ndarray) -> np.ndarray: ...
 

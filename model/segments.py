@@ -195,19 +195,24 @@ class SegmentVerifier:
 
     def __call__(self, c: Candidates) -> np.ndarray:
         """(m,) P(each candidate run is one whole digit)."""
-        return self.whole(features(c))
+        return self.judge(c)[0]
 
-    def whole_mark(self, c: Candidates) -> np.ndarray:
-        """(m,) P(each run is one whole mark, a digit or a letter): the MLP's, which learnt letters."""
-        return self.network.predict_proba(features(c))[:, 0]
+    def judge(self, c: Candidates) -> tuple[np.ndarray, np.ndarray]:
+        """(m,) P(each run is one whole digit), and (m,) P(it is one whole mark, a digit or a letter)."""
+        return self._judge(features(c))
 
     def whole(self, x: np.ndarray) -> np.ndarray:
-        """(m, 784 + N_SHAPE) features -> (m,) P(one whole digit): the MLP's and the reader's, averaged
-        geometrically (so WHOLE_DOUBT and WHOLE_WEIGHT keep their scale), or the MLP's alone."""
-        p = self.network.predict_proba(x)[:, 0]
+        """(m, 784 + N_SHAPE) features -> (m,) P(one whole digit)."""
+        return self._judge(x)[0]
+
+    def _judge(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # One whole digit: the MLP's and the reader's P averaged geometrically (so WHOLE_DOUBT and
+        # WHOLE_WEIGHT keep their scale). One whole mark: the MLP's alone, which learnt letters; the
+        # reader knows digits and NOT_ONE only.
+        mark = self.network.predict_proba(x)[:, 0]
         if self.reader is None:
-            return p
-        return np.sqrt(p * np.maximum(1 - self.reader.predict_proba(x[:, :784])[:, NOT_ONE], 0))
+            return mark, mark
+        return np.sqrt(mark * np.maximum(1 - self.reader.predict_proba(x[:, :784])[:, NOT_ONE], 0)), mark
 
     def read(self, crops: np.ndarray) -> np.ndarray:
         """(m, 784) crops of runs cut from touching ink -> (m, 10) probabilities of each digit, given it
