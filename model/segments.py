@@ -15,9 +15,9 @@ union >= 0.7) and spans no other digit's width is whole, one that matches none (
 
 The same file holds the **reader**, a second judge that also reads: the served CNN fine-tuned on those
 candidates' images with an eleventh class, "no one whole digit" (NOT_ONE). Its P(one whole digit),
-1 - P(NOT_ONE), and the MLP's are averaged geometrically (`SegmentVerifier.whole`): the CNN sees the
+1 - P(NOT_ONE), and the MLP's are averaged geometrically (`SegmentVerifier.judge`): the CNN sees the
 strokes better, the MLP where the run sits. On the tuning set (numbers of MNIST test digits 0-4999) the
-pair reads 93.1% of numbers exact where the digits are apart and 70.0% where some touch, against 91.4%
+pair reads 95.1% of numbers exact where the digits are apart and 66.0% where some touch, against 91.4%
 and 61.2% with the MLP alone. A digit cut out of touching ink keeps a sliver of its neighbour and loses
 a sliver of its own: on such cuts of numbers of MNIST test digits the served CNN reads 72% right, the
 reader over 90% (tests/test_segments.py). model.numbers reads cut digits with it.
